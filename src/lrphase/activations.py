@@ -1,0 +1,83 @@
+"""Which nonlinearities a forward pass actually calls, and the c_act they imply.
+
+Detection records ``torch`` function calls with a ``TorchFunctionMode``, so ``F.relu``,
+``torch.tanh`` and ``x.sigmoid()`` count as well as ``nn.ReLU`` modules. The paper
+(Section 3, Supplement C.4) measured η_max ≈ 12/λ₀ for ReLU networks and ≈ 4/λ₀ for
+tanh and linear ones (4 is exact for the one-hidden-layer linear model of Section 2).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from torch.overrides import TorchFunctionMode
+
+RELU_FAMILY = frozenset(
+    {"relu", "relu_", "relu6", "leaky_relu", "leaky_relu_", "prelu", "rrelu", "rrelu_", "threshold", "threshold_"}
+)
+SATURATING = frozenset({"tanh", "tanh_", "sigmoid", "sigmoid_", "hardtanh", "hardtanh_", "hardsigmoid"})
+OTHER_NONLINEAR = frozenset(
+    {
+        "gelu", "silu", "silu_", "elu", "elu_", "selu", "selu_", "celu", "celu_", "softplus", "mish",
+        "hardswish", "softsign", "logsigmoid", "tanhshrink", "softshrink", "hardshrink", "glu", "erf",
+        "softmax", "log_softmax",
+    }
+)
+KNOWN = RELU_FAMILY | SATURATING | OTHER_NONLINEAR
+C_ACT = {"relu": 12.0, "tanh": 4.0, "sigmoid": 4.0, "linear": 4.0}
+CONSERVATIVE_C_ACT = 4.0
+
+
+class NonlinearityRecorder(TorchFunctionMode):
+    """Records the names of the nonlinear torch functions called while the mode is active."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: set[str] = set()
+
+    def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        name = getattr(func, "__name__", "")
+        if name in KNOWN:
+            self.seen.add(name)
+        return func(*args, **(kwargs or {}))
+
+
+@dataclass(frozen=True)
+class Activation:
+    """The activation family of a network and the c_act used for η_max = c_act/λ₀."""
+
+    family: str  # "relu", "tanh", "sigmoid", "linear", "mixed" or "unknown"
+    c_act: float
+    reason: str
+    calls: tuple[str, ...]
+    known: bool
+
+
+def classify(calls: Iterable[str]) -> Activation:
+    """Map the nonlinear function names seen in a forward pass to an :class:`Activation`."""
+    calls = tuple(sorted(set(calls)))
+    base = {c.rstrip("_") for c in calls}
+    relu = base & {c.rstrip("_") for c in RELU_FAMILY}
+    saturating = base & {c.rstrip("_") for c in SATURATING}
+    other = base - relu - saturating
+    if other:
+        return Activation(
+            "unknown", CONSERVATIVE_C_ACT,
+            f"unknown nonlinearity ({', '.join(sorted(other))}): using the conservative c_act = 4; "
+            "calibrate it with `lrphase sweep`",
+            calls, False,
+        )
+    if relu and saturating:
+        return Activation(
+            "mixed", CONSERVATIVE_C_ACT,
+            f"ReLU and saturating nonlinearities ({', '.join(sorted(base))}): using the smaller c_act = 4",
+            calls, True,
+        )
+    if relu:
+        return Activation("relu", C_ACT["relu"], "ReLU network: c_act ≈ 12 (paper, Section 3)", calls, True)
+    if saturating:
+        family = "sigmoid" if base <= {"sigmoid", "hardsigmoid"} else "tanh"
+        return Activation(family, C_ACT[family], f"{family} network: c_act ≈ 4 (paper, Supplement C.4)", calls, True)
+    return Activation("linear", C_ACT["linear"], "no nonlinearity called: c_act = 4 (exact for the paper's linear model)", calls, True)

@@ -1,0 +1,21 @@
+"""Errors lrphase reports to users, each with the exit code the CLI returns for it."""
+
+from __future__ import annotations
+
+
+class LrphaseError(Exception):
+    """Base class: a problem lrphase explains in one line instead of a traceback."""
+
+    exit_code: int = 1
+
+
+class InputError(LrphaseError):
+    """The user's model file, model, data or options cannot be used as given (exit code 2)."""
+
+    exit_code = 2
+
+
+class NotConvergedError(LrphaseError):
+    """Lanczos did not reach the requested tolerance within its iteration budget (exit code 3)."""
+
+    exit_code = 3

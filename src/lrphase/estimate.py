@@ -1,0 +1,210 @@
+"""λ₀: the top eigenvalue of the training loss's Gauss–Newton matrix at initialization.
+
+For each of a few batches, Lanczos runs in output space on A = Sᵀ J Jᵀ S (see
+:mod:`lrphase.operators`), and λ₀ is the mean over batches (spread reported as the
+sample standard deviation), as in the paper's Supplement A. Gradient descent on the
+loss is linearly unstable exactly when η > 2/λ₀. The paper's plain NTK eigenvalue
+λ_max(J Jᵀ/(km)) is reported alongside (``ntk_lambda0``).
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from .activations import NonlinearityRecorder
+from .data import Batch, make_batches
+from .errors import InputError
+from .isolation import ModeReport, preserved_rng, working_copy
+from .jacobian import JVP_MODES, JacobianProducts, choose_fastest
+from .lanczos import LanczosResult, lanczos_top
+from .losses import Loss, resolve_loss
+from .operators import gauss_newton, ntk
+
+ProgressCallback = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class BatchCurvature:
+    """Curvature of one batch: the loss's Gauss–Newton λ and the paper's NTK λ, with Lanczos diagnostics."""
+
+    lambda_gn: float
+    lambda_ntk: float
+    gn: LanczosResult
+    ntk: LanczosResult | None  # None where λ_ntk follows from λ_gn in closed form (MSE losses)
+    jvp_mode: str
+
+
+@dataclass(frozen=True)
+class Lambda0Estimate:
+    """λ₀ averaged over batches, with everything needed to judge and reproduce it."""
+
+    lambda0: float
+    lambda0_std: float
+    ntk_lambda0: float
+    ntk_lambda0_std: float
+    loss: Loss
+    per_batch: tuple[BatchCurvature, ...]
+    batch_size: int
+    output_dim: int
+    jvp_mode: str
+    modes: ModeReport
+    nonlinearities: tuple[str, ...]
+    device: str
+    dtype: str
+    tol: float
+    notes: tuple[str, ...]
+
+    @property
+    def converged(self) -> bool:
+        return all(b.gn.converged and (b.ntk is None or b.ntk.converged) for b in self.per_batch)
+
+    @property
+    def iterations(self) -> int:
+        return sum(b.gn.iterations + (b.ntk.iterations if b.ntk else 0) for b in self.per_batch)
+
+    @property
+    def max_relative_residual(self) -> float:
+        return max(r.relative_residual for b in self.per_batch for r in (b.gn, b.ntk) if r is not None)
+
+
+def resolve_device(device: str | torch.device | None, model: nn.Module) -> torch.device:
+    """``None``: the model's own device; ``"auto"``: CUDA, else MPS, else CPU; otherwise as given."""
+    if device is None:
+        first = next(model.parameters(), None)
+        return first.device if first is not None else torch.device("cpu")
+    if str(device) == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        mps = getattr(torch.backends, "mps", None)
+        return torch.device("mps") if mps is not None and mps.is_available() else torch.device("cpu")
+    try:
+        resolved = torch.device(device)
+        torch.empty(0, device=resolved)
+    except (RuntimeError, AssertionError) as exc:
+        raise InputError(f"device '{device}' is not usable here ({exc}); use --device cpu or auto") from exc
+    return resolved
+
+
+def estimate_lambda0(
+    model: nn.Module,
+    data: Any,
+    *,
+    loss: Any = None,
+    batch_size: int | None = None,
+    batches: int = 3,
+    device: str | torch.device | None = None,
+    dtype: torch.dtype | None = None,
+    tol: float = 1e-3,
+    max_iter: int = 100,
+    seed: int = 0,
+    jvp_mode: str = "auto",
+    progress: ProgressCallback | None = None,
+) -> Lambda0Estimate:
+    """Estimate λ₀ of ``model`` on ``data`` for ``loss``, matrix-free, without touching ``model``.
+
+    ``data`` is a Dataset, DataLoader or (X, Y) pair; ``loss`` is ``"mse"`` (the paper's
+    L = 1/(2km) Σ(f−y)², the default), ``"cross_entropy"``, ``nn.MSELoss()`` or
+    ``nn.CrossEntropyLoss()``. Lanczos stops when the residual certifies ``tol`` relative
+    accuracy; the result says whether every batch converged within ``max_iter`` steps.
+    """
+    if jvp_mode not in JVP_MODES:
+        raise InputError(f"unknown J·v mode '{jvp_mode}': use one of {', '.join(JVP_MODES)}")
+    loss_spec = resolve_loss(loss)
+    target = resolve_device(device, model)
+    with preserved_rng():
+        batch_list = make_batches(data, batch_size=batch_size, batches=batches, seed=seed)
+        clone, modes = working_copy(model, device=target, dtype=dtype)
+        inputs = [_to_device(x, target, dtype) for x, _ in batch_list]
+        nonlinearities = _validating_forward(clone, inputs[0], seed)
+        mode = jvp_mode
+        results: list[BatchCurvature] = []
+        notes: list[str] = []
+        for index, x in enumerate(inputs):
+            products = JacobianProducts(clone, x, mode="double" if mode == "auto" else mode, seed=seed)
+            _check_outputs(products.output, loss_spec, index)
+            if mode == "auto":
+                mode = choose_fastest(products)
+            results.append(_batch_curvature(products, loss_spec, tol, max_iter, seed + index))
+            if products.fallback:
+                notes.append(products.fallback)
+            if progress is not None:
+                progress(index + 1, len(inputs))
+    gn = [b.lambda_gn for b in results]
+    nt = [b.lambda_ntk for b in results]
+    if not statistics.fmean(gn) > 0:
+        raise InputError(
+            "λ₀ is not positive: the outputs do not depend on the trainable parameters at initialization; "
+            "check that trainable weights reach the outputs (e.g. not all zero-initialized)"
+        )
+    m, k = products.output.shape
+    return Lambda0Estimate(
+        lambda0=statistics.fmean(gn),
+        lambda0_std=statistics.stdev(gn) if len(gn) > 1 else 0.0,
+        ntk_lambda0=statistics.fmean(nt),
+        ntk_lambda0_std=statistics.stdev(nt) if len(nt) > 1 else 0.0,
+        loss=loss_spec,
+        per_batch=tuple(results),
+        batch_size=m,
+        output_dim=k,
+        jvp_mode=products.mode if mode == "auto" else mode,
+        modes=modes,
+        nonlinearities=nonlinearities,
+        device=str(target),
+        dtype=str(products.output.dtype).replace("torch.", ""),
+        tol=tol,
+        notes=tuple(dict.fromkeys(notes)),
+    )
+
+
+def _to_device(x: Any, device: torch.device, dtype: torch.dtype | None) -> Any:
+    if isinstance(x, (tuple, list)):
+        return type(x)(_to_device(t, device, dtype) for t in x)
+    if not isinstance(x, torch.Tensor):
+        raise InputError(f"model inputs must be tensors, got {type(x).__name__}")
+    x = x.to(device)
+    return x.to(dtype) if dtype is not None and x.is_floating_point() else x
+
+
+def _validating_forward(clone: nn.Module, x: Any, seed: int) -> tuple[str, ...]:
+    """Run one forward pass on the copy: check the data fits, and record the nonlinearities."""
+    recorder = NonlinearityRecorder()
+    args = x if isinstance(x, (tuple, list)) else (x,)
+    try:
+        with torch.no_grad(), recorder:
+            torch.manual_seed(seed)
+            clone(*args)
+    except Exception as exc:  # noqa: BLE001 - any failure here means the data does not fit the model
+        shapes = ", ".join(str(tuple(t.shape)) for t in args if isinstance(t, torch.Tensor))
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise InputError(
+            f"the model failed on a batch of inputs of shape {shapes} ({type(exc).__name__}: {first}); "
+            "make the data match the model's expected input shape and dtype"
+        ) from exc
+    return tuple(sorted(recorder.seen))
+
+
+def _check_outputs(out: torch.Tensor, loss: Loss, index: int) -> None:
+    if not torch.isfinite(out).all():
+        raise InputError(
+            f"the model's outputs contain NaN or inf on batch {index}: check its initialization and the inputs' scale"
+        )
+    if loss.is_cross_entropy and out.shape[1] < 2:
+        raise InputError("cross-entropy needs at least 2 outputs (classes) per sample; use loss='mse' for a scalar output")
+
+
+def _batch_curvature(products: JacobianProducts, loss: Loss, tol: float, max_iter: int, seed: int) -> BatchCurvature:
+    m, k = products.output.shape
+    options = dict(device=products.output.device, dtype=products.output.dtype, tol=tol, max_iter=max_iter, seed=seed)
+    gn = lanczos_top(gauss_newton(products, loss), m * k, **options)
+    if loss.is_cross_entropy:
+        ntk_result = lanczos_top(ntk(products), m * k, **options)
+        return BatchCurvature(gn.eigenvalue, ntk_result.eigenvalue, gn, ntk_result, products.mode)
+    # For the MSE losses A = c·J Jᵀ with H = c·I, so λ_ntk = λ_gn / (c k m) exactly.
+    lambda_ntk = gn.eigenvalue / (loss.mse_hessian_scale(m, k) * k * m)
+    return BatchCurvature(gn.eigenvalue, lambda_ntk, gn, None, products.mode)

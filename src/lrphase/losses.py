@@ -1,0 +1,138 @@
+"""The losses lrphase understands, and the factor S of their Hessian in output space.
+
+For outputs f ∈ R^{m×k} (m samples, k outputs each) and a loss L(f), the Gauss–Newton
+matrix is G = Jᵀ H J with H = ∂²L/∂f². Writing H = S Sᵀ, the non-zero eigenvalues of G
+are those of the output-space matrix Sᵀ J Jᵀ S, which is what lrphase's Lanczos sees.
+
+========================  =================================  =======================
+name                      loss                               H (output space)
+========================  =================================  =======================
+``mse`` (paper)           L = 1/(2km) Σ (f − y)²             I/(km)
+``mse_loss_mean``         ``nn.MSELoss()``: 1/(km) Σ (f − y)²  2 I/(km)
+``mse_loss_sum``          ``nn.MSELoss(reduction="sum")``    2 I
+``cross_entropy_mean``    ``nn.CrossEntropyLoss()``          ⊕ₐ (diag pₐ − pₐpₐᵀ)/m
+``cross_entropy_sum``     ``nn.CrossEntropyLoss("sum")``     ⊕ₐ (diag pₐ − pₐpₐᵀ)
+========================  =================================  =======================
+
+For softmax cross-entropy S = (diag √p − p √pᵀ)/√m per sample (√m dropped for "sum").
+The paper's NTK Θ = J Jᵀ/(km) coincides with G for the paper's MSE.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .errors import InputError
+
+
+@dataclass(frozen=True)
+class Loss:
+    """A supported training loss: its value, its target encoding and its Hessian factor S."""
+
+    name: str
+    formula: str
+    kind: str  # "mse" or "cross_entropy"
+    reduction: str  # "paper", "mean" or "sum"
+
+    @property
+    def is_cross_entropy(self) -> bool:
+        return self.kind == "cross_entropy"
+
+    def mse_hessian_scale(self, m: int, k: int) -> float:
+        """The c in H = c·I for the MSE losses."""
+        return {"paper": 1.0 / (k * m), "mean": 2.0 / (k * m), "sum": 2.0}[self.reduction]
+
+    def sqrt_hessian(self, out: torch.Tensor) -> tuple[Any, Any]:
+        """Return the maps u ↦ S u and z ↦ Sᵀ z for outputs ``out`` of shape (m, k)."""
+        m, k = out.shape
+        if self.kind == "mse":
+            c = math.sqrt(self.mse_hessian_scale(m, k))
+            return (lambda u: c * u), (lambda z: c * z)
+        p = torch.softmax(out.detach(), dim=1)
+        sqrt_p = p.sqrt()
+        scale = 1.0 / math.sqrt(m) if self.reduction == "mean" else 1.0
+
+        def apply(u: torch.Tensor) -> torch.Tensor:  # S u = (√p∘u − p (√p·u))·scale
+            return scale * (sqrt_p * u - p * (sqrt_p * u).sum(dim=1, keepdim=True))
+
+        def apply_t(z: torch.Tensor) -> torch.Tensor:  # Sᵀ z = (√p∘z − √p (p·z))·scale
+            return scale * (sqrt_p * z - sqrt_p * (p * z).sum(dim=1, keepdim=True))
+
+        return apply, apply_t
+
+    def prepare_targets(self, y: Any, out: torch.Tensor) -> torch.Tensor:
+        """Targets in the form the loss needs: one-hot for integer labels under MSE."""
+        if not isinstance(y, torch.Tensor):
+            y = torch.as_tensor(y)
+        y = y.to(out.device)
+        m, k = out.shape
+        if self.kind == "cross_entropy":
+            if y.dtype.is_floating_point and y.shape == out.shape:
+                return y.to(out.dtype)
+            if y.dtype.is_floating_point or y.reshape(-1).shape[0] != m:
+                raise InputError(f"cross-entropy needs one integer class per sample (shape ({m},)), got targets of shape {tuple(y.shape)}")
+            y = y.reshape(m).long()
+            if y.min() < 0 or y.max() >= k:
+                raise InputError(f"class labels must lie in [0, {k}) for a model with {k} outputs; got {y.min().item()}..{y.max().item()}")
+            return y
+        if not y.dtype.is_floating_point and y.reshape(-1).shape[0] == m and k > 1:
+            y = y.reshape(m).long()
+            if y.min() < 0 or y.max() >= k:
+                raise InputError(f"class labels must lie in [0, {k}) for a model with {k} outputs; got {y.min().item()}..{y.max().item()}")
+            return F.one_hot(y, k).to(out.dtype)
+        if y.numel() != m * k:
+            raise InputError(f"targets of shape {tuple(y.shape)} do not match model outputs of shape {tuple(out.shape)}")
+        return y.reshape(m, k).to(out.dtype)
+
+    def value(self, out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """The loss value, with this loss's normalization."""
+        if self.kind == "cross_entropy":
+            return F.cross_entropy(out, target, reduction=self.reduction)
+        sq = (out - target).pow(2)
+        return {"paper": lambda: sq.mean() / 2, "mean": sq.mean, "sum": sq.sum}[self.reduction]()
+
+
+PAPER_MSE = Loss("mse", "L = 1/(2km) Σ (f − y)²  (paper)", "mse", "paper")
+_BY_NAME = {
+    "mse": PAPER_MSE,
+    "mse_loss_mean": Loss("mse_loss_mean", "nn.MSELoss(): L = 1/(km) Σ (f − y)²", "mse", "mean"),
+    "mse_loss_sum": Loss("mse_loss_sum", "nn.MSELoss(reduction='sum'): L = Σ (f − y)²", "mse", "sum"),
+    "cross_entropy_mean": Loss("cross_entropy_mean", "nn.CrossEntropyLoss(): L = −1/m Σₐ log softmax(fₐ)_{yₐ}", "cross_entropy", "mean"),
+    "cross_entropy_sum": Loss("cross_entropy_sum", "nn.CrossEntropyLoss(reduction='sum'): L = −Σₐ log softmax(fₐ)_{yₐ}", "cross_entropy", "sum"),
+}
+_ALIASES = {"cross_entropy": "cross_entropy_mean", "ce": "cross_entropy_mean", "paper_mse": "mse"}
+LOSS_NAMES = ("mse", "cross_entropy", *(n for n in _BY_NAME if n != "mse"))
+
+
+def resolve_loss(loss: Any) -> Loss:
+    """Map ``None``, a loss name or an ``nn.MSELoss``/``nn.CrossEntropyLoss`` instance to a :class:`Loss`."""
+    if loss is None:
+        return PAPER_MSE
+    if isinstance(loss, Loss):
+        return loss
+    if isinstance(loss, str):
+        key = _ALIASES.get(loss.lower(), loss.lower())
+        if key not in _BY_NAME:
+            raise InputError(f"unknown loss '{loss}': use one of {', '.join(LOSS_NAMES)}")
+        return _BY_NAME[key]
+    if isinstance(loss, nn.MSELoss):
+        return _module_loss("mse_loss", loss.reduction)
+    if isinstance(loss, nn.CrossEntropyLoss):
+        if loss.weight is not None:
+            raise InputError("CrossEntropyLoss with class weights is not supported: drop `weight` for the estimate")
+        return _module_loss("cross_entropy", loss.reduction)
+    raise InputError(
+        f"unsupported loss {type(loss).__name__}: use 'mse', 'cross_entropy', nn.MSELoss() or nn.CrossEntropyLoss()"
+    )
+
+
+def _module_loss(prefix: str, reduction: str) -> Loss:
+    if reduction not in ("mean", "sum"):
+        raise InputError(f"loss reduction '{reduction}' is not supported: use 'mean' or 'sum'")
+    return _BY_NAME[f"{prefix}_{reduction}"]

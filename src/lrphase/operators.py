@@ -1,0 +1,42 @@
+"""Output-space curvature operators built from :class:`~lrphase.jacobian.JacobianProducts`.
+
+Both are symmetric positive semi-definite on R^{m·k} and cost one vjp and one jvp per product:
+
+* :func:`gauss_newton` — A = Sᵀ J Jᵀ S with H = S Sᵀ the loss Hessian in output space;
+  its non-zero eigenvalues are those of the Gauss–Newton matrix G = Jᵀ H J.
+* :func:`ntk` — the paper's empirical NTK Θ = J Jᵀ/(k m) (Supplement A).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+
+from .jacobian import JacobianProducts
+from .losses import Loss
+
+MatVec = Callable[[torch.Tensor], torch.Tensor]
+
+
+def _sandwich(products: JacobianProducts, left: MatVec, right: MatVec) -> MatVec:
+    shape = products.output.shape
+
+    def matvec(u: torch.Tensor) -> torch.Tensor:
+        return right(products.jvp(products.vjp(left(u.reshape(shape))))).reshape(-1)
+
+    return matvec
+
+
+def gauss_newton(products: JacobianProducts, loss: Loss) -> MatVec:
+    """u ↦ Sᵀ J Jᵀ S u, the output-space Gauss–Newton operator of ``loss``."""
+    apply_s, apply_st = loss.sqrt_hessian(products.output)
+    return _sandwich(products, apply_s, apply_st)
+
+
+def ntk(products: JacobianProducts) -> MatVec:
+    """u ↦ Θ u with Θ = J Jᵀ/(k m), the paper's normalized empirical NTK."""
+    m, k = products.output.shape
+    scale = 1.0 / math.sqrt(k * m)
+    return _sandwich(products, lambda u: scale * u, lambda z: scale * z)

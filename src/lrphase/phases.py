@@ -1,0 +1,103 @@
+"""The three learning-rate phases of the catapult paper, predicted from λ₀.
+
+For gradient descent on a loss whose Gauss–Newton matrix has top eigenvalue λ₀:
+
+* lazy:      η < η_crit = 2/λ₀ (linear stability of gradient descent);
+* catapult:  η_crit < η < η_max = c_act/λ₀ (the loss spikes, curvature drops below 2/η);
+* divergent: η > η_max.
+
+Recommended rate: the midpoint of (η_crit, c_safe/λ₀), i.e. η_rec = (2 + c_safe)/(2 λ₀),
+where c_safe = min(c_act, 3.5) unless you calibrated c_act yourself (``--c-act``), in
+which case c_safe = c_act. Divergence of real ReLU networks has been measured from about
+3.5/λ₀ (shallow nets, PyTorch's default initialization) up to the paper's 12/λ₀ (deep,
+NTK parameterization), so trusting c_act = 12 blindly would recommend divergent rates.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .activations import Activation
+
+SMALLEST_MEASURED_C_ACT = 3.5
+PHASE_NAMES = ("lazy", "catapult", "divergent")
+
+CROSS_ENTROPY_CAVEAT = (
+    "cross-entropy: curvature usually grows in the first steps (progressive sharpening), so this "
+    "init-only prediction is an upper bound of unknown slack (on a ReLU MLP the instability began "
+    "near 0.3/λ₀); run `lrphase probe --confirm` or `lrphase sweep` to measure the real boundary"
+)
+
+
+@dataclass(frozen=True)
+class PhasePrediction:
+    """Phase boundaries and a recommended learning rate for gradient descent at λ₀."""
+
+    lambda0: float
+    c_act: float
+    c_act_source: str  # "activation" or "user"
+    eta_crit: float
+    eta_max: float
+    eta_recommended: float
+    rule: str
+    confidence: str  # "high", "medium" or "low"
+    caveats: tuple[str, ...]
+
+    def phase_of(self, lr: float) -> str:
+        """The predicted phase of learning rate ``lr``."""
+        if lr < self.eta_crit:
+            return "lazy"
+        return "catapult" if lr < self.eta_max else "divergent"
+
+    def ranges(self) -> dict[str, tuple[float, float]]:
+        """Learning-rate interval of each phase."""
+        return {
+            "lazy": (0.0, self.eta_crit),
+            "catapult": (self.eta_crit, self.eta_max),
+            "divergent": (self.eta_max, float("inf")),
+        }
+
+
+def predict_phases(
+    lambda0: float,
+    activation: Activation,
+    *,
+    cross_entropy: bool = False,
+    c_act: float | None = None,
+) -> PhasePrediction:
+    """Predict the phases from λ₀ and the network's activation (``c_act`` overrides it)."""
+    if not lambda0 > 0:
+        raise ValueError(f"lambda0 must be positive, got {lambda0}")
+    if c_act is not None and not c_act > 2:
+        raise ValueError(f"c_act must exceed 2 (η_max above η_crit), got {c_act}")
+    user = c_act is not None
+    c = float(c_act) if user else activation.c_act
+    c_safe = c if user else min(c, SMALLEST_MEASURED_C_ACT)
+    caveats = []
+    if not activation.known:
+        caveats.append(activation.reason)
+    if cross_entropy:
+        caveats.append(CROSS_ENTROPY_CAVEAT)
+    if cross_entropy or not activation.known or activation.family == "mixed":
+        confidence = "low"
+    elif activation.family == "relu" and not user:
+        confidence = "medium"
+        caveats.append(
+            "ReLU: divergence has been measured anywhere from 3.5/λ₀ to 12/λ₀; the recommendation "
+            "stays below 3.5/λ₀; calibrate c_act with `lrphase sweep`"
+        )
+    else:
+        confidence = "high"
+    source = "your --c-act" if user else "smallest divergence boundary measured on real networks"
+    rule = f"midpoint of η_crit = 2/λ₀ and {c_safe:g}/λ₀ ({source}): η = {(2 + c_safe) / 2:g}/λ₀"
+    return PhasePrediction(
+        lambda0=lambda0,
+        c_act=c,
+        c_act_source="user" if user else "activation",
+        eta_crit=2.0 / lambda0,
+        eta_max=c / lambda0,
+        eta_recommended=(2.0 + c_safe) / (2.0 * lambda0),
+        rule=rule,
+        confidence=confidence,
+        caveats=tuple(caveats),
+    )
