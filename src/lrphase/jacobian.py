@@ -56,7 +56,7 @@ class JacobianProducts:
         """Switch the J·v strategy (one of ``"double"``, ``"jvp"``, ``"linearize"``)."""
         self.mode = mode
         try:
-            with _quiet_forward_ad():
+            with _quiet_torch_internals():
                 self._jvp_impl = self._build(mode)
         except (RuntimeError, NotImplementedError) as exc:
             self._fall_back(exc)
@@ -94,7 +94,7 @@ class JacobianProducts:
     def jvp(self, v: Params) -> torch.Tensor:
         """J v for a parameter-space vector v, as an (m, k) tensor."""
         try:
-            with _quiet_forward_ad():
+            with _quiet_torch_internals():
                 return self._jvp_impl(v)
         except (RuntimeError, NotImplementedError) as exc:
             self._fall_back(exc)
@@ -127,8 +127,9 @@ def _synchronize(t: torch.Tensor) -> None:
 
 
 @contextmanager
-def _quiet_forward_ad() -> Iterator[None]:
-    """Silence torch's own deprecation warning when forward AD first loads its decompositions."""
+def _quiet_torch_internals() -> Iterator[None]:
+    """Silence torch's internal warnings from forward AD's decompositions and linearize's tracer."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*", category=FutureWarning)
+        warnings.filterwarnings("ignore", message=r"Attempted to insert a get_attr Node", category=UserWarning)
         yield

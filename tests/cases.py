@@ -1,0 +1,97 @@
+"""Shared test cases: small models with an independent dense float64 reference for λ₀."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.func import functional_call, jacrev
+
+
+class WarmupModel(nn.Module):
+    """The paper's Section 2.1 model f(x) = n^(-1/2) vᵀ u x with u, v ~ N(0, 1)."""
+
+    def __init__(self, width: int, generator: torch.Generator | None = None) -> None:
+        super().__init__()
+        self.width = width
+        self.u = nn.Parameter(torch.randn(width, 1, generator=generator, dtype=torch.float64))
+        self.v = nn.Parameter(torch.randn(width, generator=generator, dtype=torch.float64))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x @ self.u.T) @ self.v.unsqueeze(1) / self.width**0.5
+
+
+def mlp() -> nn.Module:
+    return nn.Sequential(nn.Linear(6, 32), nn.ReLU(), nn.Linear(32, 32), nn.ReLU(), nn.Linear(32, 4))
+
+
+def tanh_net() -> nn.Module:
+    return nn.Sequential(nn.Linear(6, 24), nn.Tanh(), nn.Linear(24, 24), nn.Tanh(), nn.Linear(24, 4))
+
+
+class SmallCNN(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(2, 4, 3, padding=1)
+        self.bn = nn.BatchNorm2d(4)
+        self.fc = nn.Linear(4 * 6 * 6, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(self.bn(self.conv(x)))
+        return self.fc(h.flatten(1))
+
+
+MODELS = {"mlp": (mlp, (6,)), "tanh": (tanh_net, (6,)), "cnn_bn": (SmallCNN, (2, 6, 6))}
+
+
+def make_case(name: str, m: int = 12, seed: int = 0) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
+    factory, shape = MODELS[name]
+    torch.manual_seed(seed)
+    model = factory()
+    gen = torch.Generator().manual_seed(seed + 1)
+    x = torch.randn(m, *shape, generator=gen)
+    y = torch.randint(0, 4, (m,), generator=gen)
+    return model, x, y
+
+
+def dense_jacobian(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """J = ∂f/∂θ in float64 as an (m·k) × p matrix, BatchNorm with batch statistics, built with jacrev."""
+    model = _float64_copy(model)
+    params = {n: p.detach() for n, p in model.named_parameters()}
+    buffers = dict(model.named_buffers())
+
+    def f(p: dict) -> torch.Tensor:
+        return functional_call(model, (p, buffers), (x.double(),)).reshape(-1)
+
+    jac = jacrev(f)(params)
+    return torch.cat([j.reshape(j.shape[0], -1) for j in jac.values()], dim=1)
+
+
+def dense_outputs(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        return _float64_copy(model)(x.double())
+
+
+def dense_gauss_newton_top(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn) -> float:
+    """λ_max(Jᵀ H J) with H the autograd Hessian of ``loss_fn(f, y)`` with respect to the outputs f."""
+    jac = dense_jacobian(model, x)
+    out = dense_outputs(model, x)
+    hess = torch.autograd.functional.hessian(lambda f: loss_fn(f.reshape(out.shape), y), out.reshape(-1))
+    ggn = jac.T @ hess @ jac
+    return torch.linalg.eigvalsh((ggn + ggn.T) / 2)[-1].item()
+
+
+def dense_ntk_top(model: nn.Module, x: torch.Tensor) -> float:
+    """λ_max(J Jᵀ/(k m)), the paper's normalized NTK."""
+    jac = dense_jacobian(model, x)
+    m, k = dense_outputs(model, x).reshape(x.shape[0], -1).shape
+    return torch.linalg.eigvalsh(jac @ jac.T / (k * m))[-1].item()
+
+
+def _float64_copy(model: nn.Module) -> nn.Module:
+    import copy
+
+    from lrphase.isolation import prepare_for_curvature
+
+    clone = copy.deepcopy(model).double()
+    prepare_for_curvature(clone)
+    return clone

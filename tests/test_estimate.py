@@ -1,0 +1,84 @@
+"""λ₀ from matrix-free Lanczos against dense float64 eigenvalues and closed forms."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lrphase import estimate_lambda0
+from cases import WarmupModel, dense_gauss_newton_top, dense_ntk_top, make_case
+
+
+def paper_mse(f, y):
+    target = F.one_hot(y, f.shape[1]).to(f.dtype)
+    return ((f - target) ** 2).sum() / (2 * f.numel())
+
+
+LOSSES = {
+    "mse": paper_mse,
+    "mse_loss_mean": lambda f, y: nn.MSELoss()(f, F.one_hot(y, f.shape[1]).to(f.dtype)),
+    "cross_entropy": lambda f, y: nn.CrossEntropyLoss()(f, y),
+}
+LOSS_ARGS = {"mse": "mse", "mse_loss_mean": nn.MSELoss(), "cross_entropy": nn.CrossEntropyLoss()}
+
+
+@pytest.mark.parametrize("model_name", ["mlp", "tanh", "cnn_bn"])
+@pytest.mark.parametrize("loss_name", list(LOSSES))
+@pytest.mark.parametrize(("dtype", "tol", "rtol"), [(torch.float64, 1e-9, 1e-6), (torch.float32, 1e-5, 1e-3)])
+def test_lambda0_matches_dense_jacobian(model_name, loss_name, dtype, tol, rtol):
+    model, x, y = make_case(model_name)
+    expected_gn = dense_gauss_newton_top(model, x, y, LOSSES[loss_name])
+    expected_ntk = dense_ntk_top(model, x)
+    est = estimate_lambda0(
+        model, (x, y), loss=LOSS_ARGS[loss_name], batch_size=len(x), batches=1, dtype=dtype, tol=tol, max_iter=200
+    )
+    assert est.converged
+    assert est.lambda0 == pytest.approx(expected_gn, rel=rtol)
+    assert est.ntk_lambda0 == pytest.approx(expected_ntk, rel=rtol)
+
+
+@pytest.mark.parametrize("mode", ["double", "jvp", "linearize"])
+def test_every_jvp_mode_gives_the_same_lambda0(mode):
+    model, x, y = make_case("cnn_bn")
+    expected = dense_ntk_top(model, x)
+    est = estimate_lambda0(model, (x, y), batch_size=len(x), batches=1, dtype=torch.float64, tol=1e-9, jvp_mode=mode)
+    assert est.jvp_mode == mode
+    assert est.lambda0 == pytest.approx(expected, rel=1e-6)
+
+
+def test_mse_loss_doubles_the_paper_lambda0():
+    model, x, y = make_case("mlp")
+    paper = estimate_lambda0(model, (x, y), batch_size=len(x), batches=1, dtype=torch.float64, tol=1e-9)
+    torch_mse = estimate_lambda0(model, (x, y), loss=nn.MSELoss(), batch_size=len(x), batches=1, dtype=torch.float64, tol=1e-9)
+    assert torch_mse.lambda0 == pytest.approx(2 * paper.lambda0, rel=1e-9)
+    assert torch_mse.ntk_lambda0 == pytest.approx(paper.lambda0, rel=1e-9)
+
+
+@pytest.mark.parametrize("width", [10, 1000])
+def test_warmup_model_closed_form(width):
+    model = WarmupModel(width, torch.Generator().manual_seed(3))
+    x, y = torch.ones(1, 1, dtype=torch.float64), torch.zeros(1, 1, dtype=torch.float64)
+    est = estimate_lambda0(model, (x, y), batch_size=1, batches=1, tol=1e-12)
+    expected = (model.u.detach().square().sum() + model.v.detach().square().sum()).item() / width
+    assert est.lambda0 == pytest.approx(expected, rel=1e-12)
+    assert est.converged and est.iterations == 1
+
+
+def test_mean_and_spread_over_batches():
+    model, x, y = make_case("mlp", m=36)
+    est = estimate_lambda0(model, (x, y), batch_size=12, batches=3, dtype=torch.float64, tol=1e-9)
+    per_batch = [b.lambda_gn for b in est.per_batch]
+    assert len(per_batch) == 3
+    assert est.lambda0 == pytest.approx(sum(per_batch) / 3)
+    assert est.lambda0_std == pytest.approx(torch.tensor(per_batch).std().item())
+    assert est.lambda0_std > 0
+
+
+def test_unconverged_lanczos_is_reported_not_hidden():
+    model, x, y = make_case("mlp", m=24)
+    est = estimate_lambda0(model, (x, y), batch_size=24, batches=1, dtype=torch.float64, tol=1e-14, max_iter=3)
+    assert not est.converged
+    assert est.iterations == 3
+    assert est.max_relative_residual > 1e-14
