@@ -128,7 +128,7 @@ def probe(
 
     def body() -> int:
         from .errors import InputError
-        from .probe import probe as run_probe
+        from .probing import probe as run_probe
         from .report import probe_to_dict, render_probe
         from .spec import load_spec
 

@@ -11,7 +11,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from .probe import ProbeResult
+from .probing import ProbeResult
 
 PROBE_SCHEMA = "lrphase.probe/1"
 

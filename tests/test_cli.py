@@ -1,0 +1,137 @@
+"""The CLI end to end: output, JSON keys, exit codes and one-line errors for bad input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from lrphase.cli import app
+
+runner = CliRunner()
+
+GOOD = """
+import torch
+from torch import nn
+gen = torch.Generator().manual_seed(0)
+model = nn.Sequential(nn.Linear(5, 16), nn.ReLU(), nn.Linear(16, 3))
+data = (torch.randn(40, 5, generator=gen), torch.randint(0, 3, (40,), generator=gen))
+batch_size = 20
+"""
+
+
+def write(tmp_path: Path, source: str, name: str = "model.py") -> str:
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(source))
+    return str(path)
+
+
+def run(*args: str):
+    return runner.invoke(app, list(args))
+
+
+def test_probe_prints_the_phase_table(tmp_path):
+    result = run("probe", write(tmp_path, GOOD), "--seed", "1")
+    assert result.exit_code == 0, result.output
+    for text in ("λ₀", "η_crit = 2/λ₀", "η_max = c_act/λ₀", "recommended η", "lazy", "catapult", "divergent", "converged"):
+        assert text in result.output
+
+
+def test_probe_json_has_the_documented_keys(tmp_path):
+    result = run("probe", write(tmp_path, GOOD), "--json")
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    for key in ("lambda0", "ntk_lambda0", "lambda0_std", "eta_crit", "eta_max", "eta_recommended", "c_act",
+                "activation", "loss", "converged", "iterations"):
+        assert key in out
+    assert out["eta_crit"] == pytest.approx(2 / out["lambda0"])
+    assert out["eta_max"] == pytest.approx(out["c_act"] / out["lambda0"])
+    assert out["eta_crit"] < out["eta_recommended"] < out["eta_max"]
+    assert out["activation"] == "relu" and out["c_act"] == 12
+    assert out["loss"] == "mse" and out["batches"] == 2 and out["batch_size"] == 20
+
+
+def test_factory_target_and_cross_entropy(tmp_path):
+    source = GOOD + textwrap.dedent("""
+        def build():
+            return {"model": nn.Sequential(nn.Linear(5, 8), nn.Tanh(), nn.Linear(8, 3)), "loss": "cross_entropy"}
+    """)
+    result = run("probe", write(tmp_path, source) + ":build", "--json")
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    assert out["activation"] == "tanh" and out["c_act"] == 4
+    assert out["loss"] == "cross_entropy_mean" and out["confidence"] == "low"
+    assert any("upper bound" in c for c in out["caveats"])
+
+
+def test_functional_relu_is_detected(tmp_path):
+    source = GOOD + textwrap.dedent("""
+        import torch.nn.functional as F
+        class Net(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.a, self.b = nn.Linear(5, 8), nn.Linear(8, 3)
+            def forward(self, x):
+                return self.b(F.relu(self.a(x)))
+        model = Net
+    """)
+    out = json.loads(run("probe", write(tmp_path, source), "--json").stdout)
+    assert out["activation"] == "relu"
+
+
+BAD_INPUTS = {
+    "syntax": ("model = (", "syntax error in"),
+    "import": ("import not_a_module_xyz", "ModuleNotFoundError"),
+    "no_model": ("import torch\ndata = (torch.randn(4, 2), torch.randn(4, 1))", "no model found"),
+    "no_data": ("from torch import nn\nmodel = nn.Linear(2, 1)", "no data found"),
+    "misfit": ("import torch\nfrom torch import nn\nmodel = nn.Linear(3, 1)\ndata = (torch.randn(8, 5), torch.randn(8, 1))",
+               "the model failed on a batch of inputs of shape (8, 5)"),
+    "empty": ("import torch\nfrom torch import nn\nmodel = nn.Linear(3, 1)\ndata = (torch.randn(0, 3), torch.randn(0, 1))",
+              "the dataset is empty"),
+    "frozen": ("import torch\nfrom torch import nn\nmodel = nn.Linear(3, 1).requires_grad_(False)\n"
+               "data = (torch.randn(8, 3), torch.randn(8, 1))", "no trainable parameters"),
+    "nan": ("import torch\nfrom torch import nn\nmodel = nn.Linear(3, 1)\n"
+            "data = (torch.full((8, 3), float('nan')), torch.randn(8, 1))", "NaN or inf"),
+    "zero": ("import torch\nfrom torch import nn\nmodel = nn.Linear(3, 1)\n"
+             "data = (torch.zeros(8, 3), torch.randn(8, 1))\nmodel.bias.requires_grad_(False)", "λ₀ is not positive"),
+    "wrong_model": ("import torch\nmodel = 3\ndata = (torch.randn(4, 2), torch.randn(4, 1))", "not an nn.Module"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_INPUTS))
+def test_bad_input_is_one_line_with_exit_code_2(tmp_path, case):
+    source, message = BAD_INPUTS[case]
+    result = run("probe", write(tmp_path, source))
+    assert result.exit_code == 2, result.output
+    assert message in result.stderr
+    assert "Traceback" not in result.output
+    assert result.stderr.strip().count("\n") == 0
+    assert result.stdout == ""
+
+
+def test_missing_file(tmp_path):
+    result = run("probe", str(tmp_path / "nope.py"))
+    assert result.exit_code == 2
+    assert "not found" in result.stderr and "Traceback" not in result.output
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    result = run("probe", write(tmp_path, "model = ("), "--debug")
+    assert result.exit_code != 0
+    assert isinstance(result.exception, Exception)
+
+
+def test_unconverged_estimate_exits_3_and_says_so(tmp_path):
+    result = run("probe", write(tmp_path, GOOD), "--tol", "1e-12", "--max-iter", "2")
+    assert result.exit_code == 3
+    assert "NOT CONVERGED" in result.stdout
+
+
+def test_help_does_not_import_torch():
+    code = "import sys; from lrphase.cli import app; assert 'torch' not in sys.modules, 'torch imported'"
+    subprocess.run([sys.executable, "-c", code], check=True)

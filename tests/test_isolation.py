@@ -1,0 +1,70 @@
+"""The user's model and RNG are exactly as before after a probe; the operator is deterministic."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import lrphase
+from cases import make_case
+
+
+class NetWithEverything(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(6, 16)
+        self.bn = nn.BatchNorm1d(16)
+        self.drop = nn.Dropout(0.5)
+        self.fc2 = nn.Linear(16, 3)
+
+    def forward(self, x):
+        h = self.drop(torch.relu(self.bn(self.fc1(x))))
+        return self.fc2(nn.functional.dropout(h, 0.1, training=self.training))
+
+
+def snapshot(model: nn.Module):
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    flags = [m.training for m in model.modules()]
+    return state, flags
+
+
+@pytest.mark.parametrize("train_mode", [True, False])
+def test_probe_leaves_model_and_rng_untouched(train_mode):
+    torch.manual_seed(0)
+    model = NetWithEverything().train(train_mode)
+    model.bn.eval() if not train_mode else None
+    x, y = torch.randn(32, 6), torch.randint(0, 3, (32,))
+    state, flags = snapshot(model)
+    rng = (torch.get_rng_state(), np.random.get_state()[1].copy(), random.getstate())
+    result = lrphase.probe(model, (x, y), batch_size=16, batches=2)
+    assert result.estimate.converged
+    after_state, after_flags = snapshot(model)
+    assert after_flags == flags
+    assert state.keys() == after_state.keys()
+    for key in state:
+        assert torch.equal(state[key], after_state[key]), key
+    assert torch.equal(torch.get_rng_state(), rng[0])
+    assert np.array_equal(np.random.get_state()[1], rng[1])
+    assert random.getstate() == rng[2]
+    expected_bn = "batch statistics" if train_mode else "running statistics"
+    assert expected_bn in result.estimate.modes.batchnorm
+    assert result.estimate.modes.dropout == ("off during the estimate" if train_mode else "none")
+
+
+def test_estimate_is_deterministic_for_a_seed():
+    model, x, y = make_case("cnn_bn", m=24)
+    a = lrphase.estimate_lambda0(model, (x, y), batch_size=12, batches=2, seed=5)
+    b = lrphase.estimate_lambda0(model, (x, y), batch_size=12, batches=2, seed=5)
+    assert a.lambda0 == b.lambda0
+
+
+def test_functional_dropout_does_not_make_the_operator_random():
+    torch.manual_seed(1)
+    model = NetWithEverything().train()
+    x, y = torch.randn(16, 6, dtype=torch.float64), torch.randint(0, 3, (16,))
+    est = lrphase.estimate_lambda0(model, (x, y), batch_size=16, batches=1, dtype=torch.float64, tol=1e-10)
+    assert est.converged and est.max_relative_residual < 1e-10
