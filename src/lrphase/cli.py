@@ -121,6 +121,8 @@ def probe(
     max_iter: int = typer.Option(100, "--max-iter", help="Lanczos iterations per batch before giving up."),
     c_act: Optional[float] = typer.Option(None, "--c-act", help="Override c_act in η_max = c_act/λ₀ (e.g. from `lrphase sweep`)."),
     jvp: JvpMode = typer.Option(JvpMode.auto, help="How J·v is computed: auto times the candidates once."),
+    confirm: bool = typer.Option(False, "--confirm", help="Also train briefly at the recommended rate and at 0.5·η_crit to watch the catapult."),
+    steps: int = typer.Option(40, help="Gradient-descent steps of each --confirm run."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object (documented keys) and nothing else on stdout."),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
 ) -> None:
@@ -143,12 +145,33 @@ def probe(
                 batch_size=batch_size or spec.defaults.get("batch_size"), batches=batches, device=device,
                 dtype=_torch_dtype(dtype), tol=tol, max_iter=max_iter, seed=seed, jvp_mode=jvp.value, progress=update,
             )
+        confirmation = None
+        if confirm:
+            from .confirm import confirm as run_confirm
+
+            if steps < 1:
+                raise InputError(f"--steps must be at least 1, got {steps}")
+            with _progress(not as_json, "confirming") as update:
+                confirmation = run_confirm(
+                    spec.model, spec.data, result, steps=steps, dtype=_torch_dtype(dtype), seed=seed,
+                    batch_size=batch_size or spec.defaults.get("batch_size"),
+                )
         if as_json:
-            typer.echo(json.dumps(probe_to_dict(result, source=target), indent=2))
+            from .dynamics_report import confirmation_to_dict
+
+            record = probe_to_dict(result, source=target)
+            if confirmation is not None:
+                record["confirm"] = confirmation_to_dict(confirmation)
+            typer.echo(json.dumps(record, indent=2))
         else:
             from rich.console import Console
 
-            render_probe(result, Console(), source=target)
+            console = Console()
+            render_probe(result, console, source=target)
+            if confirmation is not None:
+                from .dynamics_report import render_confirmation
+
+                render_confirmation(confirmation, console)
         if not result.estimate.converged:
             if as_json:
                 typer.echo("error: Lanczos did not converge; raise --max-iter or loosen --tol", err=True)
@@ -157,6 +180,72 @@ def probe(
 
     code = _guarded(debug, body)
     raise typer.Exit(code)
+
+
+@app.command()
+def sweep(
+    target: str = typer.Argument(..., help=TARGET_HELP, show_default=False),
+    steps: int = typer.Option(200, help="Gradient-descent steps per learning rate."),
+    points: int = typer.Option(16, help="Log-spaced rates from 0.25·η_crit to 1.5·η_max."),
+    lrs: Optional[str] = typer.Option(None, help="Explicit comma-separated learning rates instead of the grid."),
+    refine: int = typer.Option(3, help="Bisection runs per boundary after the grid (not with --lrs)."),
+    loss: Optional[str] = typer.Option(None, help="Loss; overrides the file's `loss` (see `probe --help`)."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Samples in the fixed training batch."),
+    device: str = typer.Option("auto", help="auto | cpu | cuda | mps."),
+    dtype: Optional[DType] = typer.Option(None, help="Compute dtype (default: the model's own)."),
+    seed: int = typer.Option(0, help="Seed for the model file, the batch and Lanczos."),
+    c_act: Optional[float] = typer.Option(None, "--c-act", help="c_act for the predicted η_max and the grid's top."),
+    out: Optional[str] = typer.Option(None, help="Folder: each finished run is saved there at once and reused on rerun."),
+    plot: Optional[str] = typer.Option(None, help="Write the phase diagram to this image file (needs matplotlib)."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object (documented keys) and nothing else on stdout."),
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
+) -> None:
+    """Train at a grid of learning rates and measure the phase boundaries on your model."""
+
+    def body() -> int:
+        from .dynamics_report import render_sweep, sweep_to_dict
+        from .errors import InputError
+        from .spec import load_spec
+        from .sweep import run_sweep
+
+        rates = _parse_rates(lrs) if lrs is not None else None
+        if c_act is not None and c_act <= 2:
+            raise InputError(f"--c-act must exceed 2 (η_max above η_crit = 2/λ₀), got {c_act:g}")
+        spec = load_spec(target, seed=seed)
+        with _progress(not as_json, "sweeping") as update:
+            result = run_sweep(
+                spec.model, spec.data, loss=loss or spec.loss, lrs=rates, points=points, steps=steps, refine=refine,
+                c_act=c_act, batch_size=batch_size or spec.defaults.get("batch_size"), device=device,
+                dtype=_torch_dtype(dtype), seed=seed, out_dir=out,
+                on_run=(lambda run, done, total: update(done, total)) if update else None,
+            )
+        if plot:
+            from .plots import plot_sweep
+
+            plot_sweep(result, plot)
+        if as_json:
+            typer.echo(json.dumps(sweep_to_dict(result, source=target), indent=2))
+        else:
+            from rich.console import Console
+
+            render_sweep(result, Console(), source=target)
+            if plot:
+                typer.echo(f"phase diagram written to {plot}")
+        return 0
+
+    raise typer.Exit(_guarded(debug, body))
+
+
+def _parse_rates(text: str) -> list[float]:
+    from .errors import InputError
+
+    try:
+        rates = [float(part) for part in text.split(",") if part.strip()]
+    except ValueError as exc:
+        raise InputError(f"--lrs must be comma-separated numbers, got '{text}'") from exc
+    if not rates or any(not r > 0 for r in rates):
+        raise InputError(f"--lrs must list positive learning rates, got '{text}'")
+    return rates
 
 
 def main() -> None:

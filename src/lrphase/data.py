@@ -100,3 +100,13 @@ def _as_pair(batch: Any) -> Batch:
     raise InputError(
         f"a batch of data is a {type(batch).__name__}; each sample must be an (input, target) pair"
     )
+
+
+def to_device(x: Any, device: torch.device, dtype: torch.dtype | None) -> Any:
+    """Move model inputs (a tensor or a tuple of tensors) to ``device``; cast floating ones to ``dtype``."""
+    if isinstance(x, (tuple, list)):
+        return type(x)(to_device(t, device, dtype) for t in x)
+    if not isinstance(x, torch.Tensor):
+        raise InputError(f"model inputs must be tensors, got {type(x).__name__}")
+    x = x.to(device)
+    return x.to(dtype) if dtype is not None and x.is_floating_point() else x

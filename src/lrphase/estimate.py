@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from .activations import NonlinearityRecorder
-from .data import Batch, make_batches
+from .data import make_batches, to_device
 from .errors import InputError
 from .isolation import ModeReport, preserved_rng, working_copy
 from .jacobian import JVP_MODES, JacobianProducts, choose_fastest
@@ -120,7 +120,7 @@ def estimate_lambda0(
     with preserved_rng():
         batch_list = make_batches(data, batch_size=batch_size, batches=batches, seed=seed)
         clone, modes = working_copy(model, device=target, dtype=dtype)
-        inputs = [_to_device(x, target, dtype) for x, _ in batch_list]
+        inputs = [to_device(x, target, dtype) for x, _ in batch_list]
         nonlinearities = _validating_forward(clone, inputs[0], seed)
         mode = jvp_mode
         results: list[BatchCurvature] = []
@@ -160,15 +160,6 @@ def estimate_lambda0(
         tol=tol,
         notes=tuple(dict.fromkeys(notes)),
     )
-
-
-def _to_device(x: Any, device: torch.device, dtype: torch.dtype | None) -> Any:
-    if isinstance(x, (tuple, list)):
-        return type(x)(_to_device(t, device, dtype) for t in x)
-    if not isinstance(x, torch.Tensor):
-        raise InputError(f"model inputs must be tensors, got {type(x).__name__}")
-    x = x.to(device)
-    return x.to(dtype) if dtype is not None and x.is_floating_point() else x
 
 
 def _validating_forward(clone: nn.Module, x: Any, seed: int) -> tuple[str, ...]:

@@ -82,21 +82,21 @@ def render_probe(result: ProbeResult, console: Console, *, source: str | None = 
     table.add_row(
         "λ₀",
         f"{est.lambda0:.5g}{spread}",
-        f"top eigenvalue of the Gauss–Newton matrix Jᵀ H J of {est.loss.formula}; "
-        f"mean ± std over {len(est.per_batch)} batch(es) of {est.batch_size}",
+        f"top eigenvalue of Jᵀ H J, mean ± std over {len(est.per_batch)} batch(es) of {est.batch_size}",
     )
     ntk_spread = f" ± {est.ntk_lambda0_std:.3g}" if len(est.per_batch) > 1 else ""
-    table.add_row("NTK λ₀", f"{est.ntk_lambda0:.5g}{ntk_spread}", "paper's Θ = J Jᵀ/(k m), k outputs, m samples")
-    table.add_row("η_crit = 2/λ₀", f"{ph.eta_crit:.4g}", "gradient descent is linearly unstable above this")
+    table.add_row("NTK λ₀", f"{est.ntk_lambda0:.5g}{ntk_spread}", "paper's Θ = J Jᵀ/(km)")
+    table.add_row("η_crit = 2/λ₀", f"{ph.eta_crit:.4g}", "gradient descent is unstable above")
     table.add_row(
         f"η_max = c_act/λ₀", f"{ph.eta_max:.4g}",
         f"c_act = {ph.c_act:g}: " + (act.reason if ph.c_act_source == "activation" else "set by --c-act"),
     )
     table.add_row(
         "[bold green]recommended η[/]", f"[bold green]{ph.eta_recommended:.4g}[/]",
-        f"{ph.rule}; confidence: {ph.confidence}",
+        f"{ph.eta_recommended * ph.lambda0:.3g}/λ₀; confidence: {ph.confidence}",
     )
     console.print(table)
+    console.print(f"[dim]loss: {est.loss.formula}; recommendation: {ph.rule}[/]")
 
     phases = Table(show_header=True, header_style="bold", title="phases (plain gradient descent)", title_justify="left")
     phases.add_column("phase")

@@ -1,0 +1,80 @@
+"""``probe --confirm``: watch the predicted catapult happen on the user's own model.
+
+Two short runs from the same initialization on one fixed batch (see :mod:`lrphase.dynamics`):
+at the recommended rate, and at 0.5·η_crit as a lazy reference. Each is classified by
+:func:`lrphase.verdict.classify_run`, with λ_t tracked every ``track_every`` steps.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from .dynamics import Run, SGDSettings, make_trainer
+from .probing import ProbeResult
+from .verdict import Verdict, classify_run
+
+
+@dataclass(frozen=True)
+class ConfirmedRun:
+    """A confirmation run: its role, curve, verdict, and the phase the theory predicted."""
+
+    role: str  # "recommended" or "reference"
+    predicted: str
+    run: Run
+    verdict: Verdict
+
+
+@dataclass(frozen=True)
+class Confirmation:
+    """Both confirmation runs and, if the recommended rate did not catapult, what to try."""
+
+    runs: tuple[ConfirmedRun, ...]
+    sgd: SGDSettings
+    advice: str | None
+
+
+def confirm(
+    model: nn.Module,
+    data: Any,
+    probed: ProbeResult,
+    *,
+    steps: int = 40,
+    track_every: int = 5,
+    batch_size: int | None = None,
+    dtype: torch.dtype | None = None,
+    seed: int = 0,
+    sgd: SGDSettings | None = None,
+) -> Confirmation:
+    """Train at ``probed``'s recommended rate and at 0.5·η_crit; classify both runs."""
+    est, ph = probed.estimate, probed.phases
+    trainer = make_trainer(
+        model, data, loss=est.loss, batch_size=batch_size, device=torch.device(est.device), dtype=dtype,
+        seed=seed, sgd=sgd, jvp_mode=est.jvp_mode, tol=est.tol,
+    )
+    runs = []
+    for role, lr in (("recommended", ph.eta_recommended), ("reference", 0.5 * ph.eta_crit)):
+        run = trainer.run(lr, steps, track_every=track_every)
+        verdict = classify_run(run.losses, lr, lambda_start=run.lambda_start, lambda_end=run.lambda_end)
+        runs.append(ConfirmedRun(role, ph.phase_of(lr), run, verdict))
+    return Confirmation(tuple(runs), trainer.sgd, _advice(runs[0], steps))
+
+
+def _advice(recommended: ConfirmedRun, steps: int) -> str | None:
+    phase = recommended.verdict.phase
+    if phase == "catapult":
+        return None
+    if phase == "lazy":
+        return (
+            "the recommended rate stayed lazy: the real η_crit is higher than 2/λ₀ here (λ₀ from other "
+            "batches, or curvature that fell early); run `lrphase sweep` to locate it"
+        )
+    if phase == "divergent":
+        return (
+            "the recommended rate diverged: this model's divergence boundary is lower than assumed "
+            "(common with cross-entropy or shallow ReLU nets); use a rate nearer η_crit or calibrate with `lrphase sweep`"
+        )
+    return f"the loss had not settled after {steps} steps: rerun with more --steps"

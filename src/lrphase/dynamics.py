@@ -1,0 +1,182 @@
+"""Short gradient-descent runs from the model's initialization, with the curvature tracked.
+
+A run trains a private copy of the model (see :mod:`lrphase.isolation`) with
+``torch.optim.SGD`` on one fixed batch — full-batch gradient descent on that batch, as in
+the paper — recording the loss L_t before every step and the top Gauss–Newton eigenvalue
+λ_t every ``track_every`` steps and at the end. Each λ_t is a Lanczos run warm-started
+from the previous top eigenvector, so tracking costs a few products per measurement.
+A run stops early once its verdict is certain: a non-finite or exploding loss, or a loss
+``converged_ratio`` times below its start.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from .data import make_batches, to_device
+from .isolation import preserved_rng, working_copy
+from .jacobian import JacobianProducts
+from .lanczos import lanczos_top
+from .losses import Loss
+from .operators import gauss_newton
+from .verdict import EXPLODE_RATIO
+
+
+@dataclass(frozen=True)
+class SGDSettings:
+    """``torch.optim.SGD`` hyperparameters other than the learning rate (defaults: plain GD)."""
+
+    momentum: float = 0.0
+    nesterov: bool = False
+    weight_decay: float = 0.0
+
+    def describe(self) -> str:
+        if not (self.momentum or self.weight_decay):
+            return "plain gradient descent"
+        parts = [f"{'Nesterov' if self.nesterov else 'heavy-ball'} momentum {self.momentum:g}"] if self.momentum else []
+        if self.weight_decay:
+            parts.append(f"weight decay {self.weight_decay:g}")
+        return "SGD with " + ", ".join(parts)
+
+
+@dataclass(frozen=True)
+class Run:
+    """One training run: the loss before every step and the tracked curvature."""
+
+    lr: float
+    losses: tuple[float, ...]
+    curvature: tuple[tuple[int, float], ...]
+    steps: int
+    stopped: str | None = None  # "diverged" or "converged" when the run ended early
+
+    @property
+    def lambda_start(self) -> float:
+        return self.curvature[0][1]
+
+    @property
+    def lambda_end(self) -> float:
+        """λ after the last step; NaN when the run diverged before it could be measured."""
+        step, value = self.curvature[-1]
+        return value if step == len(self.losses) - 1 else math.nan
+
+
+@dataclass
+class Trainer:
+    """Runs gradient descent on a prepared copy of a model, on one batch, for several rates.
+
+    ``clone`` is a prepared private copy (never the user's model); each run starts from a
+    fresh copy of it, so every learning rate starts from the same initialization.
+    """
+
+    clone: nn.Module
+    x: Any
+    target: torch.Tensor
+    loss: Loss
+    sgd: SGDSettings = field(default_factory=SGDSettings)
+    seed: int = 0
+    jvp_mode: str = "double"
+    tol: float = 1e-3
+    max_iter: int = 100
+
+    def __post_init__(self) -> None:
+        self._inputs = self.x if isinstance(self.x, (tuple, list)) else (self.x,)
+        self._vector: torch.Tensor | None = None
+
+    def curvature(self, model: nn.Module) -> float:
+        """Top Gauss–Newton eigenvalue at ``model``'s current parameters, warm-started."""
+        products = JacobianProducts(model, self.x, mode=self.jvp_mode, seed=self.seed)
+        m, k = products.output.shape
+        if not torch.isfinite(products.output).all():
+            return math.inf
+        result = lanczos_top(
+            gauss_newton(products, self.loss), m * k, device=products.output.device, dtype=products.output.dtype,
+            tol=self.tol, max_iter=self.max_iter, seed=self.seed, v0=self._vector,
+        )
+        self._vector = result.eigenvector
+        return result.eigenvalue
+
+    def run(
+        self,
+        lr: float,
+        steps: int,
+        *,
+        track_every: int = 0,
+        converged_ratio: float = 0.0,
+        on_step: Callable[[int], None] | None = None,
+    ) -> Run:
+        """Train a fresh copy for up to ``steps`` steps at ``lr``; λ_t every ``track_every`` steps (0: ends only)."""
+        model = copy.deepcopy(self.clone)
+        params = [p for p in model.parameters() if p.requires_grad]
+        optimizer = torch.optim.SGD(
+            params, lr=lr, momentum=self.sgd.momentum, nesterov=self.sgd.nesterov, weight_decay=self.sgd.weight_decay
+        )
+        losses: list[float] = []
+        curvature = [(0, self.curvature(model))]
+        stopped = None
+        with torch.random.fork_rng(devices=[]):
+            for step in range(steps + 1):
+                torch.manual_seed(self.seed)
+                value = self.loss.value(_flat(model(*self._inputs)), self.target)
+                losses.append(float(value.detach()))
+                if on_step is not None:
+                    on_step(step)
+                stopped = _early_stop(losses, converged_ratio)
+                if step == steps or stopped:
+                    break
+                optimizer.zero_grad(set_to_none=True)
+                value.backward()
+                optimizer.step()
+                if track_every and (step + 1) % track_every == 0 and step + 1 < steps:
+                    curvature.append((step + 1, self.curvature(model)))
+        if stopped != "diverged" and curvature[-1][0] != len(losses) - 1:
+            curvature.append((len(losses) - 1, self.curvature(model)))
+        return Run(lr=lr, losses=tuple(losses), curvature=tuple(curvature), steps=steps, stopped=stopped)
+
+
+def _flat(out: torch.Tensor) -> torch.Tensor:
+    return out.reshape(out.shape[0], -1) if out.dim() != 1 else out.reshape(-1, 1)
+
+
+def _early_stop(losses: list[float], converged_ratio: float) -> str | None:
+    last, start = losses[-1], losses[0]
+    if not math.isfinite(last) or last >= EXPLODE_RATIO * start:
+        return "diverged"
+    if converged_ratio and last <= converged_ratio * start:
+        return "converged"
+    return None
+
+
+def make_trainer(
+    model: nn.Module,
+    data: Any,
+    *,
+    loss: Loss,
+    batch_size: int | None,
+    device: torch.device,
+    dtype: torch.dtype | None,
+    seed: int = 0,
+    sgd: SGDSettings | None = None,
+    jvp_mode: str = "double",
+    tol: float = 1e-3,
+    max_iter: int = 100,
+) -> Trainer:
+    """A :class:`Trainer` on the first batch that :func:`lrphase.data.make_batches` draws for ``seed``."""
+    with preserved_rng():
+        (x, y), = make_batches(data, batch_size=batch_size, batches=1, seed=seed)
+        clone, _ = working_copy(model, device=device, dtype=dtype)
+    x = to_device(x, device, dtype)
+    with torch.no_grad(), torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        out = _flat(clone(*(x if isinstance(x, (tuple, list)) else (x,))))
+    target = loss.prepare_targets(y, out)
+    return Trainer(
+        clone=clone, x=x, target=target, loss=loss, sgd=sgd or SGDSettings(), seed=seed,
+        jvp_mode="double" if jvp_mode == "auto" else jvp_mode, tol=tol, max_iter=max_iter,
+    )

@@ -1,0 +1,140 @@
+"""Rendering training dynamics — ``probe --confirm`` and ``sweep`` — as tables and JSON.
+
+JSON schema ``lrphase.sweep/1`` for the sweep; the confirmation is the ``confirm`` key of
+the probe's JSON. Keys are documented in the README.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from .charts import sparkline
+from .confirm import Confirmation
+from .dynamics import Run
+from .sweep import SweepResult
+from .verdict import Verdict
+
+SWEEP_SCHEMA = "lrphase.sweep/1"
+PHASE_STYLE = {"lazy": "cyan", "catapult": "green", "divergent": "red", "unresolved": "yellow"}
+
+
+def _finite(x: float) -> float | None:
+    return x if math.isfinite(x) else None
+
+
+def _run_record(run: Run, verdict: Verdict) -> dict[str, Any]:
+    return {
+        "lr": run.lr,
+        "phase": verdict.phase,
+        "reason": verdict.reason,
+        "peak_loss_ratio": _finite(verdict.peak_loss_ratio),
+        "peak_step": verdict.peak_step,
+        "final_loss_ratio": _finite(verdict.final_loss_ratio),
+        "lambda_start": _finite(run.lambda_start),
+        "lambda_end": _finite(run.lambda_end),
+        "eta_lambda_end": _finite(run.lr * run.lambda_end),
+        "steps_run": len(run.losses) - 1,
+        "stopped": run.stopped,
+    }
+
+
+def confirmation_to_dict(confirmation: Confirmation) -> dict[str, Any]:
+    """The ``confirm`` section of the probe's JSON."""
+    return {
+        "optimizer": confirmation.sgd.describe(),
+        "advice": confirmation.advice,
+        "runs": [
+            {
+                "role": c.role,
+                "predicted": c.predicted,
+                **_run_record(c.run, c.verdict),
+                "losses": [_finite(x) for x in c.run.losses],
+                "curvature": [[step, _finite(value)] for step, value in c.run.curvature],
+            }
+            for c in confirmation.runs
+        ],
+    }
+
+
+def render_confirmation(confirmation: Confirmation, console: Console) -> None:
+    """The two confirmation runs: verdict, peak, λ at the end against 2/η, and the loss curve."""
+    table = Table(title=f"confirmation: {confirmation.sgd.describe()} on one fixed batch", title_justify="left",
+                  header_style="bold")
+    for column in ("run", "η", "predicted", "observed", "peak L/L₀ @step", "λ_end", "2/η"):
+        table.add_column(column, justify="left" if column in ("run", "predicted", "observed") else "right")
+    for c in confirmation.runs:
+        v, run = c.verdict, c.run
+        table.add_row(
+            c.role, f"{run.lr:.4g}", c.predicted, f"[{PHASE_STYLE[v.phase]}]{v.phase}[/]",
+            f"{v.peak_loss_ratio:.3g} @{v.peak_step}", f"{run.lambda_end:.4g}", f"{2 / run.lr:.4g}",
+        )
+    console.print(table)
+    for c in confirmation.runs:
+        console.print(f"{c.role:>11}  {sparkline(c.run.losses, width=60)}")
+    for c in confirmation.runs:
+        console.print(f"[dim]{c.role}: {c.verdict.reason}[/]")
+    if confirmation.advice:
+        console.print(f"[yellow]advice:[/] {confirmation.advice}")
+
+
+def sweep_to_dict(result: SweepResult, *, source: str | None = None) -> dict[str, Any]:
+    """The sweep as a JSON-ready dict (schema ``lrphase.sweep/1``)."""
+    ph = result.probe.phases
+    return {
+        "schema": SWEEP_SCHEMA,
+        "source": source,
+        "lambda0": result.lambda0,
+        "eta_crit": ph.eta_crit,
+        "eta_max": ph.eta_max,
+        "c_act": ph.c_act,
+        "eta_crit_empirical": result.eta_crit_empirical,
+        "eta_crit_bracket": [result.crit.below, result.crit.above] if result.crit else None,
+        "eta_max_empirical": result.eta_max_empirical,
+        "eta_max_bracket": [result.max.below, result.max.above] if result.max else None,
+        "c_act_fitted": result.c_act_fitted,
+        "loss": result.probe.estimate.loss.name,
+        "optimizer": result.sgd.describe(),
+        "steps": result.steps,
+        "batch_size": result.probe.estimate.batch_size,
+        "runs": [_run_record(r.run, r.verdict) for r in result.runs],
+    }
+
+
+def render_sweep(result: SweepResult, console: Console, *, source: str | None = None) -> None:
+    """Per-rate table with loss curves, then predicted against empirical boundaries."""
+    ph = result.probe.phases
+    title = f"lrphase sweep — {source}" if source else "lrphase sweep"
+    table = Table(title=f"{title} ({result.steps} steps, {result.sgd.describe()})", title_justify="left", header_style="bold")
+    for column in ("η", "η·λ₀", "phase", "peak L/L₀", "final L/L₀", "λ_end", "η·λ_end", "loss (log scale)"):
+        table.add_column(column, justify="left" if column in ("phase", "loss (log scale)") else "right")
+    for r in result.runs:
+        v, run = r.verdict, r.run
+        table.add_row(
+            f"{run.lr:.4g}", f"{run.lr * result.lambda0:.3g}", f"[{PHASE_STYLE[v.phase]}]{v.phase}[/]",
+            f"{v.peak_loss_ratio:.3g}", f"{v.final_loss_ratio:.3g}", f"{run.lambda_end:.4g}",
+            f"{run.lr * run.lambda_end:.3g}", sparkline(run.losses, width=24),
+        )
+    console.print(table)
+    summary = Table(title="phase boundaries", title_justify="left", header_style="bold")
+    for column in ("", "predicted", "empirical", "bracket"):
+        summary.add_column(column)
+    summary.add_row("η_crit", f"{ph.eta_crit:.4g} (2/λ₀)", _fmt(result.eta_crit_empirical), _bracket(result.crit))
+    summary.add_row("η_max", f"{ph.eta_max:.4g} ({ph.c_act:g}/λ₀)", _fmt(result.eta_max_empirical), _bracket(result.max))
+    fitted = f"{result.c_act_fitted:.3g}" if result.c_act_fitted is not None else "—"
+    summary.add_row("c_act", f"{ph.c_act:g}", fitted, "η_max,emp · λ₀")
+    console.print(summary)
+    console.print(f"[dim]λ₀ = {result.lambda0:.5g} measured on the training batch ({result.probe.estimate.loss.formula})[/]")
+    if result.crit is None or result.max is None:
+        console.print("[yellow]note:[/] a boundary was not bracketed by the grid; widen it with --lrs or --points")
+
+
+def _fmt(x: float | None) -> str:
+    return f"{x:.4g}" if x is not None else "—"
+
+
+def _bracket(bound: Any) -> str:
+    return f"[{bound.below:.4g}, {bound.above:.4g}]" if bound is not None else "not bracketed"

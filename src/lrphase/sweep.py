@@ -1,0 +1,208 @@
+"""The empirical phase diagram: the same short training at a grid of learning rates.
+
+Every run starts from the same initialization and trains with full-batch gradient descent
+on one fixed batch (see :mod:`lrphase.dynamics`); each is classified by
+:func:`lrphase.verdict.classify_run`. From the grid:
+
+* η_crit (empirical): the boundary between the largest lazy rate and the smallest rate
+  above it that is not lazy, reported as the geometric midpoint of that bracket;
+* η_max (empirical): the boundary between the largest rate that still converges (lazy or
+  catapult) and the smallest rate above it that does not (divergent or unresolved);
+* c_act (fitted) = η_max,emp · λ₀, with λ₀ measured on the training batch itself.
+
+Each bracket is then narrowed by ``refine`` bisection runs in log-space.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .dynamics import Run, SGDSettings, make_trainer
+from .errors import InputError
+from .probing import ProbeResult, probe
+from .verdict import Verdict, classify_run
+
+CONVERGED_RATIO = 1e-2
+CONVERGING = ("lazy", "catapult")
+
+
+@dataclass(frozen=True)
+class SweepRun:
+    """One learning rate of the sweep: its curve and its verdict."""
+
+    run: Run
+    verdict: Verdict
+
+
+@dataclass(frozen=True)
+class Boundary:
+    """An empirical phase boundary: the bracket [below, above] and its geometric midpoint."""
+
+    below: float
+    above: float
+
+    @property
+    def estimate(self) -> float:
+        return math.sqrt(self.below * self.above)
+
+
+@dataclass(frozen=True)
+class SweepResult:
+    """Runs sorted by learning rate, the predicted and the empirical phase boundaries."""
+
+    probe: ProbeResult
+    lambda0: float
+    runs: tuple[SweepRun, ...]
+    steps: int
+    crit: Boundary | None
+    max: Boundary | None
+    sgd: SGDSettings
+
+    @property
+    def eta_crit_empirical(self) -> float | None:
+        return self.crit.estimate if self.crit else None
+
+    @property
+    def eta_max_empirical(self) -> float | None:
+        return self.max.estimate if self.max else None
+
+    @property
+    def c_act_fitted(self) -> float | None:
+        return self.eta_max_empirical * self.lambda0 if self.max else None
+
+
+def default_grid(eta_crit: float, eta_max: float, points: int) -> list[float]:
+    """``points`` log-spaced rates from 0.25·η_crit (deep in the lazy phase) to 1.5·η_max."""
+    if points < 2:
+        raise InputError(f"--points must be at least 2, got {points}")
+    lo, hi = math.log(0.25 * eta_crit), math.log(1.5 * eta_max)
+    return [math.exp(lo + (hi - lo) * i / (points - 1)) for i in range(points)]
+
+
+def run_sweep(
+    model: nn.Module,
+    data: Any,
+    *,
+    loss: Any = None,
+    lrs: Sequence[float] | None = None,
+    points: int = 16,
+    steps: int = 200,
+    refine: int = 3,
+    c_act: float | None = None,
+    batch_size: int | None = None,
+    device: Any = None,
+    dtype: Any = None,
+    seed: int = 0,
+    tol: float = 1e-3,
+    max_iter: int = 100,
+    sgd: SGDSettings | None = None,
+    out_dir: str | Path | None = None,
+    on_run: Callable[[SweepRun, int, int], None] | None = None,
+) -> SweepResult:
+    """Train at each rate of ``lrs`` (default: :func:`default_grid`) and locate the phase boundaries.
+
+    λ₀ is measured on the training batch. With ``out_dir`` each finished run is written to
+    ``out_dir/run-<lr>.json`` at once, and runs already there with the same settings are reused.
+    """
+    if steps < 1:
+        raise InputError(f"--steps must be at least 1, got {steps}")
+    if lrs is not None and (not lrs or any(not lr > 0 for lr in lrs)):
+        raise InputError("--lrs must list positive learning rates")
+    probed = probe(
+        model, data, loss=loss, c_act=c_act, batch_size=batch_size, batches=1, device=device, dtype=dtype,
+        seed=seed, tol=tol, max_iter=max_iter,
+    )
+    est, ph = probed.estimate, probed.phases
+    trainer = make_trainer(
+        model, data, loss=est.loss, batch_size=batch_size, device=torch.device(est.device), dtype=dtype, seed=seed,
+        sgd=sgd, jvp_mode=est.jvp_mode, tol=tol, max_iter=max_iter,
+    )
+    store = _RunStore(out_dir, dict(steps=steps, seed=seed, batch_size=est.batch_size, loss=est.loss.name, sgd=asdict(trainer.sgd)))
+    grid = sorted(lrs) if lrs is not None else default_grid(ph.eta_crit, ph.eta_max, points)
+    total = len(grid) + (2 * refine if lrs is None else 0)
+    done: dict[float, SweepRun] = {}
+
+    def train(lr: float) -> SweepRun:
+        run = store.load(lr) or trainer.run(lr, steps, converged_ratio=CONVERGED_RATIO)
+        store.save(run)
+        result = SweepRun(run, classify_run(run.losses, lr, lambda_start=run.lambda_start, lambda_end=run.lambda_end))
+        done[lr] = result
+        if on_run is not None:
+            on_run(result, len(done), total)
+        return result
+
+    for lr in grid:
+        train(lr)
+    crit = _bracket(done, lambda p: p != "lazy")
+    top = _bracket(done, lambda p: p not in CONVERGING)
+    if lrs is None:
+        crit = _refine(crit, train, lambda p: p != "lazy", refine)
+        top = _refine(top, train, lambda p: p not in CONVERGING, refine)
+    runs = tuple(done[lr] for lr in sorted(done))
+    return SweepResult(probed, est.lambda0, runs, steps, crit, top, trainer.sgd)
+
+
+def _bracket(done: dict[float, SweepRun], fails: Callable[[str], bool]) -> Boundary | None:
+    """The smallest rate whose phase ``fails``, with the passing rate just below it (None if there is none)."""
+    rates = sorted(done)
+    for i, lr in enumerate(rates):
+        if fails(done[lr].verdict.phase):
+            return Boundary(rates[i - 1], lr) if i > 0 and not fails(done[rates[i - 1]].verdict.phase) else None
+    return None
+
+
+def _refine(bound: Boundary | None, train: Callable[[float], SweepRun], fails: Callable[[str], bool], steps: int) -> Boundary | None:
+    for _ in range(steps if bound else 0):
+        mid = bound.estimate
+        bound = Boundary(bound.below, mid) if fails(train(mid).verdict.phase) else Boundary(mid, bound.above)
+    return bound
+
+
+class _RunStore:
+    """Each finished run as ``run-<lr>.json`` in a folder, written atomically; reused when settings match."""
+
+    def __init__(self, folder: str | Path | None, settings: dict[str, Any]) -> None:
+        self.folder = Path(folder) if folder is not None else None
+        self.settings = settings
+        if self.folder is not None:
+            try:
+                self.folder.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise InputError(f"cannot create --out folder '{folder}': {exc}") from exc
+
+    def _path(self, lr: float) -> Path:
+        assert self.folder is not None
+        return self.folder / f"run-{lr:.6e}.json"
+
+    def load(self, lr: float) -> Run | None:
+        if self.folder is None or not self._path(lr).exists():
+            return None
+        try:
+            record = json.loads(self._path(lr).read_text())
+        except (OSError, ValueError):
+            return None
+        if record.get("settings") != self.settings:
+            return None
+        return Run(
+            lr=record["lr"], losses=tuple(float(x) for x in record["losses"]),
+            curvature=tuple((int(s), float(v)) for s, v in record["curvature"]), steps=record["steps"],
+            stopped=record["stopped"],
+        )
+
+    def save(self, run: Run) -> None:
+        if self.folder is None:
+            return
+        record = {"settings": self.settings, **asdict(run)}
+        record["losses"] = [x if math.isfinite(x) else str(x) for x in run.losses]
+        tmp = self._path(run.lr).with_suffix(".tmp")
+        tmp.write_text(json.dumps(record))
+        os.replace(tmp, self._path(run.lr))

@@ -1,0 +1,81 @@
+"""Classifying a training run's early dynamics as lazy, catapult or divergent.
+
+Inputs: the loss at every step L_0, L_1, …, the learning rate η, and the top Gauss–Newton
+eigenvalue at the start (λ_start) and at the end (λ_end) of the run. With r_t = L_t/L_0:
+
+* **divergent** — some L_t is non-finite or r_t ≥ ``EXPLODE_RATIO``; or the run ends with
+  r ≥ ``GROW_RATIO`` and the loss still rising over the last quarter of the window;
+* **catapult** — the loss rose (max r_t > ``RISE_ABOVE_START``, or L_t exceeds its running
+  minimum by the factor ``REBOUND``), or the curvature dropped through 2/η (η·λ_start > 2 and
+  λ_end < 2/η, the decisive signature near η_crit on wide networks), and the run ends below
+  its start;
+* **lazy** — no meaningful rise, no curvature drop through 2/η, and the run ends below its start;
+* **unresolved** — none of the above: the loss is still above its start when the window ends
+  (raise the number of steps).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+EXPLODE_RATIO = 1e6
+GROW_RATIO = 10.0
+RISE_ABOVE_START = 1.05
+REBOUND = 1.25
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The phase of one run with the numbers that decided it."""
+
+    phase: str  # "lazy", "catapult", "divergent" or "unresolved"
+    reason: str
+    peak_loss_ratio: float
+    peak_step: int
+    final_loss_ratio: float
+    rebound: float
+    curvature_dropped: bool
+
+
+def classify_run(
+    losses: Sequence[float], lr: float, *, lambda_start: float | None = None, lambda_end: float | None = None
+) -> Verdict:
+    """Classify a run from its loss curve (``losses[0]`` is the initial loss) and curvature."""
+    if not losses:
+        raise ValueError("a run needs at least its initial loss")
+    start = losses[0]
+    if not math.isfinite(start) or start <= 0:
+        raise ValueError(f"the initial loss must be finite and positive, got {start}")
+    ratios = [x / start if math.isfinite(x) else math.inf for x in losses]
+    finite = [r for r in ratios if math.isfinite(r)]
+    peak = max(finite)
+    peak_step = ratios.index(peak)
+    final = ratios[-1]
+    running_min, rebound = ratios[0], 1.0
+    for r in finite:
+        running_min = min(running_min, r)
+        rebound = max(rebound, r / running_min if running_min > 0 else 1.0)
+    dropped = (
+        lambda_start is not None and lambda_end is not None and lr * lambda_start > 2 and lr * lambda_end < 2
+    )
+
+    def verdict(phase: str, reason: str) -> Verdict:
+        return Verdict(phase, reason, peak, peak_step, final, rebound, dropped)
+
+    if len(finite) < len(ratios):
+        return verdict("divergent", f"loss became non-finite at step {ratios.index(math.inf)}")
+    if peak >= EXPLODE_RATIO:
+        return verdict("divergent", f"loss exploded to {peak:.3g}× its start")
+    quarter = ratios[-max(2, len(ratios) // 4)]
+    if final >= GROW_RATIO and final > quarter:
+        return verdict("divergent", f"loss kept growing, to {final:.3g}× its start")
+    rose = peak > RISE_ABOVE_START or rebound > REBOUND
+    if final < 1:
+        if rose:
+            return verdict("catapult", f"loss rose to {peak:.3g}× its start (step {peak_step}), then converged")
+        if dropped:
+            return verdict("catapult", "curvature dropped below 2/η without a visible loss spike, then converged")
+        return verdict("lazy", "loss decreased without a spike")
+    return verdict("unresolved", f"loss still at {final:.3g}× its start when the window ended; raise --steps")
