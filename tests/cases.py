@@ -8,12 +8,12 @@ from torch.func import functional_call, jacrev
 
 
 class WarmupModel(nn.Module):
-    """The paper's Section 2.1 model f(x) = n^(-1/2) vᵀ u x with u, v ~ N(0, 1)."""
+    """The paper's model f(x) = n^(-1/2) vᵀ u x with u, v ~ N(0, 1): Section 2.1 for in_dim = 1, 2.2 otherwise."""
 
-    def __init__(self, width: int, generator: torch.Generator | None = None) -> None:
+    def __init__(self, width: int, generator: torch.Generator | None = None, in_dim: int = 1) -> None:
         super().__init__()
         self.width = width
-        self.u = nn.Parameter(torch.randn(width, 1, generator=generator, dtype=torch.float64))
+        self.u = nn.Parameter(torch.randn(width, in_dim, generator=generator, dtype=torch.float64))
         self.v = nn.Parameter(torch.randn(width, generator=generator, dtype=torch.float64))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

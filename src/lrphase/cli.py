@@ -188,7 +188,7 @@ def sweep(
     steps: int = typer.Option(200, help="Gradient-descent steps per learning rate."),
     points: int = typer.Option(16, help="Log-spaced rates from 0.25·η_crit to 1.5·η_max."),
     lrs: Optional[str] = typer.Option(None, help="Explicit comma-separated learning rates instead of the grid."),
-    refine: int = typer.Option(3, help="Bisection runs per boundary after the grid (not with --lrs)."),
+    refine: int = typer.Option(3, help="Bisection runs per boundary after the grid."),
     loss: Optional[str] = typer.Option(None, help="Loss; overrides the file's `loss` (see `probe --help`)."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Samples in the fixed training batch."),
     device: str = typer.Option("auto", help="auto | cpu | cuda | mps."),

@@ -113,8 +113,8 @@ def run_sweep(
     λ₀ is measured on the training batch. With ``out_dir`` each finished run is written to
     ``out_dir/run-<lr>.json`` at once, and runs already there with the same settings are reused.
     """
-    if steps < 1:
-        raise InputError(f"--steps must be at least 1, got {steps}")
+    if steps < 1 or refine < 0:
+        raise InputError(f"--steps must be at least 1 and --refine at least 0, got {steps} and {refine}")
     if lrs is not None and (not lrs or any(not lr > 0 for lr in lrs)):
         raise InputError("--lrs must list positive learning rates")
     probed = probe(
@@ -128,7 +128,7 @@ def run_sweep(
     )
     store = _RunStore(out_dir, dict(steps=steps, seed=seed, batch_size=est.batch_size, loss=est.loss.name, sgd=asdict(trainer.sgd)))
     grid = sorted(lrs) if lrs is not None else default_grid(ph.eta_crit, ph.eta_max, points)
-    total = len(grid) + (2 * refine if lrs is None else 0)
+    total = len(grid) + 2 * refine
     done: dict[float, SweepRun] = {}
 
     def train(lr: float) -> SweepRun:
@@ -144,9 +144,8 @@ def run_sweep(
         train(lr)
     crit = _bracket(done, lambda p: p != "lazy")
     top = _bracket(done, lambda p: p not in CONVERGING)
-    if lrs is None:
-        crit = _refine(crit, train, lambda p: p != "lazy", refine)
-        top = _refine(top, train, lambda p: p not in CONVERGING, refine)
+    crit = _refine(crit, train, lambda p: p != "lazy", refine)
+    top = _refine(top, train, lambda p: p not in CONVERGING, refine)
     runs = tuple(done[lr] for lr in sorted(done))
     return SweepResult(probed, est.lambda0, runs, steps, crit, top, trainer.sgd)
 

@@ -1,0 +1,87 @@
+"""Gradient-descent runs and sweeps against the paper's exactly solvable models."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from cases import WarmupModel
+from lrphase.dynamics import make_trainer
+from lrphase.losses import PAPER_MSE
+from lrphase.sweep import run_sweep
+
+
+def warmup(width=1000, seed=0):
+    model = WarmupModel(width, torch.Generator().manual_seed(seed))
+    return model, (torch.ones(1, 1, dtype=torch.float64), torch.zeros(1, 1, dtype=torch.float64))
+
+
+def test_training_matches_the_exact_warmup_recurrence():
+    """Paper eqs. (6)-(7): f ← (1 − ηλ + η²f²/n) f and λ ← λ + (η f²/n)(ηλ − 4), no approximation."""
+    n = 200
+    model, data = warmup(n)
+    trainer = make_trainer(model, data, loss=PAPER_MSE, batch_size=1, device=torch.device("cpu"), dtype=None, tol=1e-12)
+    f = (model.v.detach() @ model.u.detach()[:, 0]).item() / n**0.5
+    lam = (model.u.detach().square().sum() + model.v.detach().square().sum()).item() / n
+    eta = 3.0 / lam
+    run = trainer.run(eta, 30, track_every=1)
+    expected_losses, expected_lams = [], []
+    for _ in range(31):
+        expected_losses.append(f * f / 2)
+        expected_lams.append(lam)
+        f, lam = (1 - eta * lam + eta**2 * f * f / n) * f, lam + eta * f * f / n * (eta * lam - 4)
+    assert run.losses == pytest.approx(expected_losses, rel=1e-8)
+    assert [v for _, v in run.curvature] == pytest.approx(expected_lams, rel=1e-8)
+    assert max(run.losses) > 10 * run.losses[0]  # the catapult happened
+    assert run.lambda_end < 2 / eta
+
+
+def test_warmup_sweep_reproduces_figure_2():
+    model, data = warmup()
+    result = run_sweep(model, data, points=12, steps=200, refine=3, c_act=4.0, batch_size=1)
+    lam = result.lambda0
+    for r in result.runs:
+        x = r.run.lr * lam
+        if x < 1.9:
+            assert r.verdict.phase == "lazy"
+            assert r.run.lambda_end == pytest.approx(lam, rel=0.01)
+        elif 2.1 < x < 3.9:
+            assert r.verdict.phase == "catapult"
+            assert r.verdict.peak_loss_ratio > 1 and r.verdict.final_loss_ratio < 1
+            assert r.run.lambda_end < 2 / r.run.lr
+        elif x > 4.1:
+            assert r.verdict.phase == "divergent"
+    assert result.eta_crit_empirical == pytest.approx(2 / lam, rel=0.1)
+    assert result.eta_max_empirical == pytest.approx(4 / lam, rel=0.1)
+    assert result.c_act_fitted == pytest.approx(4, rel=0.1)
+
+
+def test_full_linear_model_sweep_matches_theory():
+    """Section 2.2: d-dimensional inputs, m samples, general labels; η_crit = 2/λ₀ and η_max = 4/λ₀."""
+    gen = torch.Generator().manual_seed(1)
+    model = WarmupModel(1000, gen, in_dim=4)
+    x = torch.randn(8, 4, generator=gen, dtype=torch.float64)
+    y = torch.randn(8, 1, generator=gen, dtype=torch.float64)
+    result = run_sweep(model, (x, y), points=10, steps=300, refine=3, c_act=4.0, batch_size=8)
+    lam = result.lambda0
+    assert result.eta_crit_empirical == pytest.approx(2 / lam, rel=0.1)
+    assert result.eta_max_empirical == pytest.approx(4 / lam, rel=0.1)
+
+
+def test_wide_relu_mlp_on_digits_critical_rate():
+    datasets = pytest.importorskip("sklearn.datasets")
+    digits = datasets.load_digits()
+    x = torch.tensor(digits.data[:128], dtype=torch.float32)
+    x = (x - x.mean(0)) / (x.std(0) + 1e-6)
+    y = torch.tensor(digits.target[:128])
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(64, 1024), torch.nn.ReLU(), torch.nn.Linear(1024, 10))
+    result = run_sweep(model, (x, y), points=8, steps=60, refine=3, batch_size=128)
+    assert result.eta_crit_empirical == pytest.approx(2 / result.lambda0, rel=0.15)
+
+
+def test_sweep_leaves_the_model_untouched():
+    model, data = warmup(50)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    run_sweep(model, data, lrs=[0.5, 5.0], steps=20, refine=0, batch_size=1)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
