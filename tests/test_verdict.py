@@ -28,6 +28,7 @@ def test_spike_then_convergence_is_catapult():
     losses = [1, 3, 20, 80, 30, 2, 0.5] + decaying(40, 0.9, 0.4)
     v = classify_run(losses, 1.0, lambda_start=3.0, lambda_end=1.2)
     assert v.phase == "catapult" and v.peak_loss_ratio == 80 and v.peak_step == 3
+    assert "loss rose to 80×" in v.reason
 
 
 def test_rebound_above_running_minimum_is_catapult():
@@ -43,6 +44,12 @@ def test_curvature_drop_without_spike_is_catapult():
 
 def test_curvature_staying_above_2_over_eta_without_spike_is_lazy():
     assert classify_run(decaying(), 1.0, lambda_start=1.5, lambda_end=1.4).phase == "lazy"
+
+
+def test_late_rise_while_curvature_sharpens_is_not_a_catapult():
+    losses = decaying(30) + [0.3, 0.35, 0.2, 0.1]
+    v = classify_run(losses, 1.0, lambda_start=0.5, lambda_end=1.9)
+    assert v.phase == "lazy" and "sharpening" in v.reason
 
 
 def test_nan_is_divergent():

@@ -88,6 +88,13 @@ class Trainer:
     def __post_init__(self) -> None:
         self._inputs = self.x if isinstance(self.x, (tuple, list)) else (self.x,)
         self._vector: torch.Tensor | None = None
+        self._lambda_init: float | None = None
+
+    def initial_curvature(self) -> float:
+        """λ at the shared initialization, computed once for all runs."""
+        if self._lambda_init is None:
+            self._lambda_init = self.curvature(self.clone)
+        return self._lambda_init
 
     def curvature(self, model: nn.Module) -> float:
         """Top Gauss–Newton eigenvalue at ``model``'s current parameters, warm-started."""
@@ -118,7 +125,7 @@ class Trainer:
             params, lr=lr, momentum=self.sgd.momentum, nesterov=self.sgd.nesterov, weight_decay=self.sgd.weight_decay
         )
         losses: list[float] = []
-        curvature = [(0, self.curvature(model))]
+        curvature = [(0, self.initial_curvature())]
         stopped = None
         with torch.random.fork_rng(devices=[]):
             for step in range(steps + 1):

@@ -5,11 +5,13 @@ eigenvalue at the start (λ_start) and at the end (λ_end) of the run. With r_t 
 
 * **divergent** — some L_t is non-finite or r_t ≥ ``EXPLODE_RATIO``; or the run ends with
   r ≥ ``GROW_RATIO`` and the loss still rising over the last quarter of the window;
-* **catapult** — the loss rose (max r_t > ``RISE_ABOVE_START``, or L_t exceeds its running
-  minimum by the factor ``REBOUND``), or the curvature dropped through 2/η (η·λ_start > 2 and
-  λ_end < 2/η, the decisive signature near η_crit on wide networks), and the run ends below
-  its start;
-* **lazy** — no meaningful rise, no curvature drop through 2/η, and the run ends below its start;
+* **catapult** — the run ends below its start, and either the curvature dropped through 2/η
+  (η·λ_start > 2 and λ_end < 2/η, the decisive signature near η_crit on wide networks), or
+  the loss rose (max r_t > ``RISE_ABOVE_START``, or L_t exceeded its running minimum by the
+  factor ``REBOUND``) while the curvature fell (λ_end < λ_start);
+* **lazy** — the run ends below its start without either. This includes a loss that rose
+  while the curvature *grew* (λ_end ≥ λ_start): progressive sharpening up to the edge of
+  stability 2/η, which is not the catapult of the initial curvature;
 * **unresolved** — none of the above: the loss is still above its start when the window ends
   (raise the number of steps).
 """
@@ -72,10 +74,18 @@ def classify_run(
     if final >= GROW_RATIO and final > quarter:
         return verdict("divergent", f"loss kept growing, to {final:.3g}× its start")
     rose = peak > RISE_ABOVE_START or rebound > REBOUND
+    sharpened = lambda_start is not None and lambda_end is not None and lambda_end >= lambda_start
     if final < 1:
-        if rose:
-            return verdict("catapult", f"loss rose to {peak:.3g}× its start (step {peak_step}), then converged")
         if dropped:
-            return verdict("catapult", "curvature dropped below 2/η without a visible loss spike, then converged")
+            spike = f"loss rose to {peak:.3g}× its start (step {peak_step}) while " if rose else ""
+            return verdict("catapult", f"{spike}curvature fell from above 2/η to below it, then the loss converged")
+        if rose and not sharpened:
+            return verdict("catapult", f"loss rose to {max(peak, rebound):.3g}× its start or running minimum, then converged")
+        if rose:
+            return verdict(
+                "lazy",
+                f"no catapult: the loss rose only as the curvature grew from {lambda_start:.3g} to {lambda_end:.3g} "
+                "(progressive sharpening to the edge of stability 2/η)",
+            )
         return verdict("lazy", "loss decreased without a spike")
     return verdict("unresolved", f"loss still at {final:.3g}× its start when the window ended; raise --steps")
