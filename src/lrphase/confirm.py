@@ -53,7 +53,7 @@ def confirm(
     est, ph = probed.estimate, probed.phases
     trainer = make_trainer(
         model, data, loss=est.loss, batch_size=batch_size, device=torch.device(est.device), dtype=dtype,
-        seed=seed, sgd=sgd, jvp_mode=est.jvp_mode, tol=est.tol,
+        seed=seed, sgd=sgd, jvp_mode=est.jvp_mode, tol=est.tol, initial=est.per_batch[0].gn,
     )
     runs = []
     for role, lr in (("recommended", ph.eta_recommended), ("reference", 0.5 * ph.eta_crit)):

@@ -23,7 +23,7 @@ from torch import nn
 from .data import make_batches, to_device
 from .isolation import preserved_rng, working_copy
 from .jacobian import JacobianProducts
-from .lanczos import lanczos_top
+from .lanczos import LanczosResult, lanczos_top
 from .losses import Loss
 from .operators import gauss_newton
 from .verdict import EXPLODE_RATIO
@@ -89,6 +89,11 @@ class Trainer:
         self._inputs = self.x if isinstance(self.x, (tuple, list)) else (self.x,)
         self._vector: torch.Tensor | None = None
         self._lambda_init: float | None = None
+
+    def start_from(self, initial: LanczosResult) -> None:
+        """Use an already computed top pair at initialization (same batch, same loss)."""
+        self._lambda_init = initial.eigenvalue
+        self._vector = initial.eigenvector
 
     def initial_curvature(self) -> float:
         """λ at the shared initialization, computed once for all runs."""
@@ -173,8 +178,13 @@ def make_trainer(
     jvp_mode: str = "double",
     tol: float = 1e-3,
     max_iter: int = 100,
+    initial: LanczosResult | None = None,
 ) -> Trainer:
-    """A :class:`Trainer` on the first batch that :func:`lrphase.data.make_batches` draws for ``seed``."""
+    """A :class:`Trainer` on the first batch that :func:`lrphase.data.make_batches` draws for ``seed``.
+
+    ``initial``, the top Gauss–Newton pair already computed on that batch at initialization
+    (e.g. by the probe), saves recomputing it.
+    """
     with preserved_rng():
         (x, y), = make_batches(data, batch_size=batch_size, batches=1, seed=seed)
         clone, _ = working_copy(model, device=device, dtype=dtype)
@@ -183,7 +193,10 @@ def make_trainer(
         torch.manual_seed(seed)
         out = _flat(clone(*(x if isinstance(x, (tuple, list)) else (x,))))
     target = loss.prepare_targets(y, out)
-    return Trainer(
+    trainer = Trainer(
         clone=clone, x=x, target=target, loss=loss, sgd=sgd or SGDSettings(), seed=seed,
         jvp_mode="double" if jvp_mode == "auto" else jvp_mode, tol=tol, max_iter=max_iter,
     )
+    if initial is not None:
+        trainer.start_from(initial)
+    return trainer

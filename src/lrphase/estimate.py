@@ -70,7 +70,15 @@ class Lambda0Estimate:
 
     @property
     def max_relative_residual(self) -> float:
-        return max(r.relative_residual for b in self.per_batch for r in (b.gn, b.ntk) if r is not None)
+        return max(r.relative_residual for r in self._lanczos_runs())
+
+    @property
+    def max_relative_error(self) -> float:
+        """The largest Lanczos error bound relative to its eigenvalue (the stopping quantity)."""
+        return max(r.relative_error for r in self._lanczos_runs())
+
+    def _lanczos_runs(self) -> list[LanczosResult]:
+        return [r for b in self.per_batch for r in (b.gn, b.ntk) if r is not None]
 
 
 def resolve_device(device: str | torch.device | None, model: nn.Module) -> torch.device:

@@ -1,56 +1,71 @@
 """Matrix-free products with the Jacobian J = ∂f/∂θ of a model's outputs on one batch.
 
-``f(θ)`` is the model's output on a fixed batch, flattened to shape (m, k). The primal is
-paid once per batch: the function returned by one ``torch.func.vjp`` call gives Jᵀu for
-every u, and J v is computed by one of three strategies (``mode``):
+``f(θ)`` is the model's output on a fixed batch, flattened to shape (m, k); θ are the
+trainable parameters. The primal is paid once per batch: one forward pass records the
+autograd graph, and every Jᵀu is a backward pass through it (``torch.autograd.grad`` with
+``retain_graph``). J v is computed by one of three strategies (``mode``):
 
-* ``"double"`` — the vjp of the (linear) vjp function, reusing the saved graph;
-* ``"jvp"`` — forward mode, ``torch.func.jvp`` (recomputes the primal each product);
+* ``"double"`` — the vjp of the (linear) map u ↦ Jᵀu, built once with ``create_graph``;
+* ``"jvp"`` — forward mode (``torch.autograd.forward_ad``), recomputing the primal each product;
 * ``"linearize"`` — ``torch.func.linearize``: a traced forward-mode graph, primal reused.
 
-``"auto"`` times one product of each candidate on the first batch and keeps the fastest.
+``"auto"`` times one product of ``"double"`` and ``"jvp"`` on the first batch and keeps the
+faster (``linearize`` costs a one-off import of ``torch._dynamo``, so it is explicit only).
 When an operation has no forward-mode rule, forward modes fall back to ``"double"``.
+Plain autograd is used rather than ``torch.func.vjp``, whose first call imports
+``torch._dynamo`` (about a second of start-up for a command-line tool).
 """
 
 from __future__ import annotations
 
 import time
 import warnings
-from contextlib import contextmanager
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
+import torch.autograd.forward_ad as fwAD
 from torch import nn
-from torch.func import functional_call, jvp, linearize, vjp
+from torch.func import functional_call
 
 from .errors import InputError
 
 JVP_MODES = ("auto", "double", "jvp", "linearize")
-Params = dict[str, torch.Tensor]
+Vector = tuple[torch.Tensor, ...]
 
 
 class JacobianProducts:
     """J and Jᵀ products for ``model`` on input ``x``; outputs are reshaped to (m, k).
 
-    ``model`` must already be a prepared private copy (see :mod:`lrphase.isolation`).
+    ``model`` must already be a prepared private copy (see :mod:`lrphase.isolation`);
+    parameter-space vectors are tuples of tensors shaped like the trainable parameters.
     """
 
     def __init__(self, model: nn.Module, x: Any, *, mode: str = "double", seed: int = 0) -> None:
         self._model = model
         self._x = x if isinstance(x, (tuple, list)) else (x,)
         self._seed = seed
-        first = next(model.parameters(), None)
-        self._rng_devices = [first.device] if first is not None and first.is_cuda else []
-        self.params: Params = {n: p.detach() for n, p in model.named_parameters() if p.requires_grad}
-        if not self.params:
+        named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+        if not named:
             raise InputError("the model has no trainable parameters: set requires_grad=True on the weights to train")
-        self._rest: dict[str, torch.Tensor] = {n: p.detach() for n, p in model.named_parameters() if not p.requires_grad}
-        self._rest.update(dict(model.named_buffers()))
-        out, self._vjp_fn = vjp(self._f, self.params)
-        self.output = out.detach()
+        self._names = [n for n, _ in named]
+        self._params = [p for _, p in named]
+        self._rng_devices = [self._params[0].device] if self._params[0].is_cuda else []
+        with torch.enable_grad():
+            self._out = self._forward(None)
+        self.output = self._out.detach()
         self.fallback: str | None = None
         self.use(mode)
+
+    def _forward(self, params: dict[str, torch.Tensor] | None) -> torch.Tensor:
+        """f on the batch under a fixed seed; with ``params``, those replace the model's own."""
+        with torch.random.fork_rng(devices=self._rng_devices):
+            torch.manual_seed(self._seed)
+            out = self._model(*self._x) if params is None else functional_call(self._model, params, self._x)
+        if not isinstance(out, torch.Tensor):
+            raise InputError(f"the model returned a {type(out).__name__}; it must return one tensor of outputs")
+        return out.reshape(out.shape[0], -1) if out.dim() != 1 else out.reshape(-1, 1)
 
     def use(self, mode: str) -> None:
         """Switch the J·v strategy (one of ``"double"``, ``"jvp"``, ``"linearize"``)."""
@@ -68,30 +83,50 @@ class JacobianProducts:
         self.mode = "double"
         self._jvp_impl = self._build("double")
 
-    def _f(self, params: Params) -> torch.Tensor:
-        with torch.random.fork_rng(devices=self._rng_devices):
-            torch.manual_seed(self._seed)
-            out = functional_call(self._model, (params, self._rest), self._x)
-        if not isinstance(out, torch.Tensor):
-            raise InputError(f"the model returned a {type(out).__name__}; it must return one tensor of outputs")
-        return out.reshape(out.shape[0], -1) if out.dim() != 1 else out.reshape(-1, 1)
-
-    def _build(self, mode: str) -> Callable[[Params], torch.Tensor]:
-        if mode not in JVP_MODES[1:]:
-            raise ValueError(f"mode must be one of {JVP_MODES[1:]}, got {mode!r}")
+    def _build(self, mode: str) -> Callable[[Vector], torch.Tensor]:
         if mode == "double":
-            _, vjp_of_vjp = vjp(lambda u: self._vjp_fn(u)[0], torch.zeros_like(self.output))
-            return lambda v: vjp_of_vjp(v)[0]
+            return self._double_backward()
         if mode == "jvp":
-            return lambda v: jvp(self._f, (self.params,), (v,))[1]
-        _, jvp_fn = linearize(self._f, self.params)
-        return jvp_fn
+            return self._forward_mode
+        if mode == "linearize":
+            return self._linearized()
+        raise ValueError(f"mode must be one of {JVP_MODES[1:]}, got {mode!r}")
 
-    def vjp(self, u: torch.Tensor) -> Params:
-        """Jᵀ u for u of shape (m, k): a parameter-space vector (dict of tensors)."""
-        return self._vjp_fn(u)[0]
+    def _double_backward(self) -> Callable[[Vector], torch.Tensor]:
+        with torch.enable_grad():
+            u = torch.zeros_like(self.output, requires_grad=True)
+            grads = torch.autograd.grad(self._out, self._params, u, create_graph=True, allow_unused=True)
+        pairs = [(g, i) for i, g in enumerate(grads) if g is not None and g.requires_grad]
 
-    def jvp(self, v: Params) -> torch.Tensor:
+        def jvp(v: Vector) -> torch.Tensor:
+            if not pairs:
+                return torch.zeros_like(self.output)
+            (result,) = torch.autograd.grad(
+                [g for g, _ in pairs], u, [v[i] for _, i in pairs], retain_graph=True, allow_unused=True
+            )
+            return torch.zeros_like(self.output) if result is None else result
+
+        return jvp
+
+    def _forward_mode(self, v: Vector) -> torch.Tensor:
+        with fwAD.dual_level():
+            duals = {n: fwAD.make_dual(p.detach(), t) for n, p, t in zip(self._names, self._params, v)}
+            tangent = fwAD.unpack_dual(self._forward(duals)).tangent
+        return torch.zeros_like(self.output) if tangent is None else tangent
+
+    def _linearized(self) -> Callable[[Vector], torch.Tensor]:
+        from torch.func import linearize
+
+        primals = {n: p.detach() for n, p in zip(self._names, self._params)}
+        _, jvp_fn = linearize(self._forward, primals)
+        return lambda v: jvp_fn(dict(zip(self._names, v)))
+
+    def vjp(self, u: torch.Tensor) -> Vector:
+        """Jᵀ u for u of shape (m, k): a parameter-space vector."""
+        grads = torch.autograd.grad(self._out, self._params, u, retain_graph=True, allow_unused=True)
+        return tuple(torch.zeros_like(p) if g is None else g for g, p in zip(grads, self._params))
+
+    def jvp(self, v: Vector) -> torch.Tensor:
         """J v for a parameter-space vector v, as an (m, k) tensor."""
         try:
             with _quiet_torch_internals():

@@ -2,9 +2,12 @@
 
 Runs on the operator's device with full reorthogonalization; only the tridiagonal
 coefficients travel to the host, where scipy's ``eigh_tridiagonal`` gives the Ritz values.
-It stops on a residual certificate, never on a fixed iteration count: for the top Ritz
-pair (θ, y), ‖A y − θ y‖ = β_j |s_j| (β_j the last off-diagonal, s_j the last component
-of the tridiagonal eigenvector), and some eigenvalue of A lies within that of θ.
+It stops on an error bound, never on a fixed iteration count. For the top Ritz pair (θ, y),
+the residual r = ‖A y − θ y‖ = β_j |s_j| (β_j the last off-diagonal, s_j the last component
+of the tridiagonal eigenvector) bounds |θ − λ| for some eigenvalue λ of A; where the top
+eigenvalue is separated by a gap δ from the rest of the spectrum, |θ − λ| ≤ r²/δ
+(Kato–Temple), and δ is estimated by the gap θ₁ − θ₂ between the top two Ritz values. The
+error bound is min(r, r²/(θ₁ − θ₂)); iteration stops once it is ≤ tol·θ.
 """
 
 from __future__ import annotations
@@ -21,19 +24,26 @@ from scipy.linalg import eigh_tridiagonal
 class LanczosResult:
     """Top Ritz pair of a symmetric operator with its convergence diagnostics.
 
-    ``residual`` is ‖A y − θ y‖ for the unit Ritz vector y, so |θ − λ| ≤ residual for an
-    eigenvalue λ of A; ``converged`` means residual ≤ tol·|θ| (or an exact invariant subspace).
+    ``residual`` is ‖A y − θ y‖ for the unit Ritz vector y; ``error_bound`` is
+    min(residual, residual²/(θ₁ − θ₂)); ``converged`` means error_bound ≤ tol·|θ| (or an exact
+    invariant subspace was found).
     """
 
     eigenvalue: float
     eigenvector: torch.Tensor
     residual: float
+    error_bound: float
     iterations: int
     converged: bool
 
     @property
     def relative_residual(self) -> float:
         return self.residual / abs(self.eigenvalue) if self.eigenvalue else float("inf")
+
+    @property
+    def relative_error(self) -> float:
+        """The error bound relative to the eigenvalue."""
+        return self.error_bound / abs(self.eigenvalue) if self.eigenvalue else float("inf")
 
 
 def lanczos_top(
@@ -48,10 +58,10 @@ def lanczos_top(
     seed: int = 0,
     on_iteration: Callable[[int, float], None] | None = None,
 ) -> LanczosResult:
-    """Top eigenpair of the symmetric ``matvec`` on R^dim, to relative residual ``tol``.
+    """Top eigenpair of the symmetric ``matvec`` on R^dim, to relative error bound ``tol``.
 
     ``v0`` warm-starts the iteration (e.g. the previous top eigenvector); otherwise the
-    start is a seeded Gaussian vector. ``on_iteration(j, relative_residual)`` reports progress.
+    start is a seeded Gaussian vector. ``on_iteration(j, relative_error)`` reports progress.
     """
     if tol <= 0:
         raise ValueError(f"tol must be positive, got {tol}")
@@ -67,7 +77,7 @@ def lanczos_top(
     alphas: list[float] = []
     betas: list[float] = []
     breakdown = 100 * torch.finfo(dtype).eps
-    theta, s_top, residual, converged = 0.0, np.ones(1), float("inf"), False
+    theta, s_top, residual, bound, converged = 0.0, np.ones(1), float("inf"), float("inf"), False
     for j in range(steps):
         basis[j] = q
         w = matvec(q)
@@ -78,12 +88,14 @@ def lanczos_top(
         beta = torch.linalg.vector_norm(w)
         alpha_host, beta_host = torch.stack([alpha, beta]).tolist()  # the one sync per step
         alphas.append(alpha_host)
-        theta, s_top = _top_ritz_pair(alphas, betas)
+        theta, second, s_top = _top_ritz_pair(alphas, betas)
         residual = beta_host * abs(s_top[-1])
+        gap = theta - second if np.isfinite(second) else 0.0
+        bound = min(residual, residual * residual / gap) if gap > 0 else residual
         if on_iteration is not None:
-            on_iteration(j + 1, residual / abs(theta) if theta else float("inf"))
+            on_iteration(j + 1, bound / abs(theta) if theta else float("inf"))
         invariant = beta_host <= breakdown * max(abs(a) for a in alphas)
-        if invariant or residual <= tol * abs(theta):
+        if invariant or bound <= tol * abs(theta):
             converged = True
             break
         betas.append(beta_host)
@@ -91,15 +103,20 @@ def lanczos_top(
     iterations = len(alphas)
     ritz = torch.as_tensor(s_top, device=device, dtype=dtype)
     vector = basis[:iterations].T @ ritz
-    return LanczosResult(theta, vector / torch.linalg.vector_norm(vector), float(residual), iterations, converged)
+    return LanczosResult(
+        theta, vector / torch.linalg.vector_norm(vector), float(residual), float(bound), iterations, converged
+    )
 
 
-def _top_ritz_pair(alphas: list[float], betas: list[float]) -> tuple[float, np.ndarray]:
-    """Largest eigenvalue of the Lanczos tridiagonal and its (unit) eigenvector."""
+def _top_ritz_pair(alphas: list[float], betas: list[float]) -> tuple[float, float, np.ndarray]:
+    """The two largest eigenvalues of the Lanczos tridiagonal and the top (unit) eigenvector.
+
+    With a single Ritz value the second is -inf (no gap estimate yet).
+    """
     if len(alphas) == 1:
-        return alphas[0], np.ones(1)
+        return alphas[0], -np.inf, np.ones(1)
     n = len(alphas)
     values, vectors = eigh_tridiagonal(
-        np.asarray(alphas), np.asarray(betas[: n - 1]), select="i", select_range=(n - 1, n - 1)
+        np.asarray(alphas), np.asarray(betas[: n - 1]), select="i", select_range=(n - 2, n - 1)
     )
-    return float(values[0]), vectors[:, 0]
+    return float(values[1]), float(values[0]), vectors[:, 1]

@@ -46,6 +46,7 @@ def probe_to_dict(result: ProbeResult, *, source: str | None = None) -> dict[str
         "caveats": list(ph.caveats),
         "converged": est.converged,
         "iterations": est.iterations,
+        "max_relative_error": est.max_relative_error,
         "max_relative_residual": est.max_relative_residual,
         "tol": est.tol,
         "batches": len(est.per_batch),
@@ -56,6 +57,7 @@ def probe_to_dict(result: ProbeResult, *, source: str | None = None) -> dict[str
                 "lambda0": b.lambda_gn,
                 "ntk_lambda0": b.lambda_ntk,
                 "iterations": b.gn.iterations + (b.ntk.iterations if b.ntk else 0),
+                "relative_error": max(r.relative_error for r in (b.gn, b.ntk) if r is not None),
                 "relative_residual": max(r.relative_residual for r in (b.gn, b.ntk) if r is not None),
                 "converged": b.gn.converged and (b.ntk is None or b.ntk.converged),
             }
@@ -108,10 +110,10 @@ def render_probe(result: ProbeResult, console: Console, *, source: str | None = 
     console.print(phases)
 
     status = (
-        f"[green]converged[/]: {est.iterations} Lanczos products, max relative residual "
-        f"{est.max_relative_residual:.1e} ≤ tol {est.tol:g}"
+        f"[green]converged[/]: {est.iterations} Lanczos products, relative error bound "
+        f"{est.max_relative_error:.1e} ≤ tol {est.tol:g}"
         if est.converged
-        else f"[bold red]NOT CONVERGED[/]: max relative residual {est.max_relative_residual:.1e} > tol "
+        else f"[bold red]NOT CONVERGED[/]: relative error bound {est.max_relative_error:.1e} > tol "
         f"{est.tol:g} after {est.iterations} products — λ₀ is unreliable; raise --max-iter or loosen --tol"
     )
     console.print(status)

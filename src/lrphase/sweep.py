@@ -124,7 +124,7 @@ def run_sweep(
     est, ph = probed.estimate, probed.phases
     trainer = make_trainer(
         model, data, loss=est.loss, batch_size=batch_size, device=torch.device(est.device), dtype=dtype, seed=seed,
-        sgd=sgd, jvp_mode=est.jvp_mode, tol=tol, max_iter=max_iter,
+        sgd=sgd, jvp_mode=est.jvp_mode, tol=tol, max_iter=max_iter, initial=est.per_batch[0].gn,
     )
     store = _RunStore(out_dir, dict(steps=steps, seed=seed, batch_size=est.batch_size, loss=est.loss.name, sgd=asdict(trainer.sgd)))
     grid = sorted(lrs) if lrs is not None else default_grid(ph.eta_crit, ph.eta_max, points)
