@@ -21,6 +21,7 @@ from .activations import NonlinearityRecorder
 from .data import make_batches, to_device
 from .errors import InputError
 from .isolation import ModeReport, preserved_rng, working_copy
+from .chunked import ChunkedJacobianProducts, auto_chunk_size, batch_coupled
 from .jacobian import JVP_MODES, JacobianProducts, choose_fastest
 from .lanczos import LanczosResult, lanczos_top
 from .losses import Loss, resolve_loss
@@ -53,6 +54,7 @@ class Lambda0Estimate:
     batch_size: int
     output_dim: int
     jvp_mode: str
+    chunk_size: int | None  # micro-batch size of every product; None: the whole batch at once
     modes: ModeReport
     nonlinearities: tuple[str, ...]
     device: str
@@ -112,17 +114,22 @@ def estimate_lambda0(
     max_iter: int = 100,
     seed: int = 0,
     jvp_mode: str = "auto",
+    chunk_size: int | None = None,
     progress: ProgressCallback | None = None,
 ) -> Lambda0Estimate:
     """Estimate λ₀ of ``model`` on ``data`` for ``loss``, matrix-free, without touching ``model``.
 
     ``data`` is a Dataset, DataLoader or (X, Y) pair; ``loss`` is ``"mse"`` (the paper's
     L = 1/(2km) Σ(f−y)², the default), ``"cross_entropy"``, ``nn.MSELoss()`` or
-    ``nn.CrossEntropyLoss()``. Lanczos stops when the residual certifies ``tol`` relative
+    ``nn.CrossEntropyLoss()``. Lanczos stops when its error bound certifies ``tol`` relative
     accuracy; the result says whether every batch converged within ``max_iter`` steps.
+    ``chunk_size`` micro-batches every product (see :mod:`lrphase.chunked`); ``None`` chooses
+    automatically from the device's free memory.
     """
     if jvp_mode not in JVP_MODES:
         raise InputError(f"unknown J·v mode '{jvp_mode}': use one of {', '.join(JVP_MODES)}")
+    if chunk_size is not None and chunk_size < 1:
+        raise InputError(f"--chunk-size must be at least 1, got {chunk_size}")
     loss_spec = resolve_loss(loss)
     target = resolve_device(device, model)
     with preserved_rng():
@@ -133,11 +140,16 @@ def estimate_lambda0(
         mode = jvp_mode
         results: list[BatchCurvature] = []
         notes: list[str] = []
+        chunk = _chunking(clone, inputs[0], chunk_size, seed, notes)
         for index, x in enumerate(inputs):
-            products = JacobianProducts(clone, x, mode="double" if mode == "auto" else mode, seed=seed)
-            _check_outputs(products.output, loss_spec, index)
-            if mode == "auto":
-                mode = choose_fastest(products)
+            if chunk is not None:
+                products = ChunkedJacobianProducts(clone, x, chunk_size=chunk, seed=seed)
+                _check_outputs(products.output, loss_spec, index)
+            else:
+                products = JacobianProducts(clone, x, mode="double" if mode == "auto" else mode, seed=seed)
+                _check_outputs(products.output, loss_spec, index)
+                if mode == "auto":
+                    mode = choose_fastest(products)
             results.append(_batch_curvature(products, loss_spec, tol, max_iter, seed + index))
             if products.fallback:
                 notes.append(products.fallback)
@@ -160,7 +172,8 @@ def estimate_lambda0(
         per_batch=tuple(results),
         batch_size=m,
         output_dim=k,
-        jvp_mode=products.mode if mode == "auto" else mode,
+        jvp_mode=products.mode,
+        chunk_size=chunk,
         modes=modes,
         nonlinearities=nonlinearities,
         device=str(target),
@@ -168,6 +181,25 @@ def estimate_lambda0(
         tol=tol,
         notes=tuple(dict.fromkeys(notes)),
     )
+
+
+def _chunking(clone: nn.Module, x: Any, chunk_size: int | None, seed: int, notes: list[str]) -> int | None:
+    """The micro-batch size to use (None: whole batches), explaining any override in ``notes``."""
+    m = (x[0] if isinstance(x, (tuple, list)) else x).shape[0]
+    if chunk_size is None:
+        chunk = auto_chunk_size(clone, x, seed=seed)
+        if chunk is not None:
+            notes.append(f"micro-batched by {chunk} samples to fit the device's free memory")
+        return chunk
+    if chunk_size >= m:
+        return None
+    if batch_coupled(clone):
+        notes.append(
+            "not micro-batched: train-mode BatchNorm couples the samples of a batch through its "
+            "statistics, so splitting the batch would change the network"
+        )
+        return None
+    return chunk_size
 
 
 def _validating_forward(clone: nn.Module, x: Any, seed: int) -> tuple[str, ...]:
@@ -197,7 +229,7 @@ def _check_outputs(out: torch.Tensor, loss: Loss, index: int) -> None:
         raise InputError("cross-entropy needs at least 2 outputs (classes) per sample; use loss='mse' for a scalar output")
 
 
-def _batch_curvature(products: JacobianProducts, loss: Loss, tol: float, max_iter: int, seed: int) -> BatchCurvature:
+def _batch_curvature(products: JacobianProducts | ChunkedJacobianProducts, loss: Loss, tol: float, max_iter: int, seed: int) -> BatchCurvature:
     m, k = products.output.shape
     options = dict(device=products.output.device, dtype=products.output.dtype, tol=tol, max_iter=max_iter, seed=seed)
     gn = lanczos_top(gauss_newton(products, loss), m * k, **options)

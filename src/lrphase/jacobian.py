@@ -42,30 +42,22 @@ class JacobianProducts:
     parameter-space vectors are tuples of tensors shaped like the trainable parameters.
     """
 
-    def __init__(self, model: nn.Module, x: Any, *, mode: str = "double", seed: int = 0) -> None:
+    def __init__(self, model: nn.Module, x: Any, *, mode: str | None = "double", seed: int = 0) -> None:
         self._model = model
         self._x = x if isinstance(x, (tuple, list)) else (x,)
         self._seed = seed
-        named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+        named = trainable(model)
         if not named:
             raise InputError("the model has no trainable parameters: set requires_grad=True on the weights to train")
         self._names = [n for n, _ in named]
         self._params = [p for _, p in named]
-        self._rng_devices = [self._params[0].device] if self._params[0].is_cuda else []
         with torch.enable_grad():
-            self._out = self._forward(None)
+            self._out = seeded_forward(model, self._x, seed=seed)
         self.output = self._out.detach()
         self.fallback: str | None = None
-        self.use(mode)
-
-    def _forward(self, params: dict[str, torch.Tensor] | None) -> torch.Tensor:
-        """f on the batch under a fixed seed; with ``params``, those replace the model's own."""
-        with torch.random.fork_rng(devices=self._rng_devices):
-            torch.manual_seed(self._seed)
-            out = self._model(*self._x) if params is None else functional_call(self._model, params, self._x)
-        if not isinstance(out, torch.Tensor):
-            raise InputError(f"the model returned a {type(out).__name__}; it must return one tensor of outputs")
-        return out.reshape(out.shape[0], -1) if out.dim() != 1 else out.reshape(-1, 1)
+        self.mode = mode
+        if mode is not None:  # None: only Jᵀu will be needed
+            self.use(mode)
 
     def use(self, mode: str) -> None:
         """Switch the J·v strategy (one of ``"double"``, ``"jvp"``, ``"linearize"``)."""
@@ -109,16 +101,13 @@ class JacobianProducts:
         return jvp
 
     def _forward_mode(self, v: Vector) -> torch.Tensor:
-        with fwAD.dual_level():
-            duals = {n: fwAD.make_dual(p.detach(), t) for n, p, t in zip(self._names, self._params, v)}
-            tangent = fwAD.unpack_dual(self._forward(duals)).tangent
-        return torch.zeros_like(self.output) if tangent is None else tangent
+        return forward_mode_jvp(self._model, self._x, v, seed=self._seed)
 
     def _linearized(self) -> Callable[[Vector], torch.Tensor]:
         from torch.func import linearize
 
         primals = {n: p.detach() for n, p in zip(self._names, self._params)}
-        _, jvp_fn = linearize(self._forward, primals)
+        _, jvp_fn = linearize(lambda p: seeded_forward(self._model, self._x, seed=self._seed, params=p), primals)
         return lambda v: jvp_fn(dict(zip(self._names, v)))
 
     def vjp(self, u: torch.Tensor) -> Vector:
@@ -134,6 +123,34 @@ class JacobianProducts:
         except (RuntimeError, NotImplementedError) as exc:
             self._fall_back(exc)
             return self._jvp_impl(v)
+
+
+def trainable(model: nn.Module) -> list[tuple[str, torch.Tensor]]:
+    """The model's trainable parameters, by name, in a fixed order."""
+    return [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+
+
+def seeded_forward(
+    model: nn.Module, args: tuple, *, seed: int, params: dict[str, torch.Tensor] | None = None
+) -> torch.Tensor:
+    """f on a batch under a fixed seed, as an (m, k) tensor; ``params`` replace the model's own."""
+    first = next(model.parameters(), None)
+    devices = [first.device] if first is not None and first.is_cuda else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        out = model(*args) if params is None else functional_call(model, params, args)
+    if not isinstance(out, torch.Tensor):
+        raise InputError(f"the model returned a {type(out).__name__}; it must return one tensor of outputs")
+    return out.reshape(out.shape[0], -1) if out.dim() != 1 else out.reshape(-1, 1)
+
+
+def forward_mode_jvp(model: nn.Module, args: tuple, v: Vector, *, seed: int) -> torch.Tensor:
+    """J v by forward-mode AD, keeping no autograd graph (memory of a forward pass)."""
+    with torch.no_grad(), fwAD.dual_level(), _quiet_torch_internals():
+        duals = {n: fwAD.make_dual(p.detach(), t) for (n, p), t in zip(trainable(model), v)}
+        out = seeded_forward(model, args, seed=seed, params=duals)
+        tangent = fwAD.unpack_dual(out).tangent
+    return torch.zeros_like(out) if tangent is None else tangent
 
 
 def choose_fastest(products: JacobianProducts, candidates: tuple[str, ...] = ("double", "jvp")) -> str:

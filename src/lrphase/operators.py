@@ -14,13 +14,15 @@ from collections.abc import Callable
 
 import torch
 
+from .chunked import ChunkedJacobianProducts
 from .jacobian import JacobianProducts
 from .losses import Loss
 
 MatVec = Callable[[torch.Tensor], torch.Tensor]
+Products = JacobianProducts | ChunkedJacobianProducts
 
 
-def _sandwich(products: JacobianProducts, left: MatVec, right: MatVec) -> MatVec:
+def _sandwich(products: Products, left: MatVec, right: MatVec) -> MatVec:
     shape = products.output.shape
 
     def matvec(u: torch.Tensor) -> torch.Tensor:
@@ -29,13 +31,13 @@ def _sandwich(products: JacobianProducts, left: MatVec, right: MatVec) -> MatVec
     return matvec
 
 
-def gauss_newton(products: JacobianProducts, loss: Loss) -> MatVec:
+def gauss_newton(products: Products, loss: Loss) -> MatVec:
     """u ↦ Sᵀ J Jᵀ S u, the output-space Gauss–Newton operator of ``loss``."""
     apply_s, apply_st = loss.sqrt_hessian(products.output)
     return _sandwich(products, apply_s, apply_st)
 
 
-def ntk(products: JacobianProducts) -> MatVec:
+def ntk(products: Products) -> MatVec:
     """u ↦ Θ u with Θ = J Jᵀ/(k m), the paper's normalized empirical NTK."""
     m, k = products.output.shape
     scale = 1.0 / math.sqrt(k * m)
