@@ -19,6 +19,7 @@ from torch import nn
 
 from .activations import NonlinearityRecorder
 from .data import make_batches, to_device
+from .distributed import ShardedProducts, all_reduce_sum, any_rank, shard, shard_bounds, world
 from .errors import InputError
 from .isolation import ModeReport, preserved_rng, working_copy
 from .chunked import ChunkedJacobianProducts, auto_chunk_size, batch_coupled
@@ -140,17 +141,26 @@ def estimate_lambda0(
         mode = jvp_mode
         results: list[BatchCurvature] = []
         notes: list[str] = []
+        sharded = world()[1] > 1
+        if sharded and batch_coupled(clone):
+            raise InputError(
+                "train-mode BatchNorm cannot be sharded across processes (each shard would use its own "
+                "statistics): run lrphase in a single process, or put BatchNorm in eval mode"
+            )
         chunk = _chunking(clone, inputs[0], chunk_size, seed, notes)
-        for index, x in enumerate(inputs):
+        for index, full in enumerate(inputs):
+            samples = (full[0] if isinstance(full, (tuple, list)) else full).shape[0]
+            x = shard(full) if sharded else full
             if chunk is not None:
                 products = ChunkedJacobianProducts(clone, x, chunk_size=chunk, seed=seed)
-                _check_outputs(products.output, loss_spec, index)
             else:
                 products = JacobianProducts(clone, x, mode="double" if mode == "auto" else mode, seed=seed)
-                _check_outputs(products.output, loss_spec, index)
-                if mode == "auto":
-                    mode = choose_fastest(products)
-            results.append(_batch_curvature(products, loss_spec, tol, max_iter, seed + index))
+            _check_outputs(products.output, loss_spec, index)
+            if chunk is None and mode == "auto":
+                mode = choose_fastest(products)
+            if sharded:
+                products = ShardedProducts(products)
+            results.append(_batch_curvature(products, loss_spec, tol, max_iter, seed + index, samples))
             if products.fallback:
                 notes.append(products.fallback)
             if progress is not None:
@@ -162,7 +172,7 @@ def estimate_lambda0(
             "λ₀ is not positive: the outputs do not depend on the trainable parameters at initialization; "
             "check that trainable weights reach the outputs (e.g. not all zero-initialized)"
         )
-    m, k = products.output.shape
+    k = products.output.shape[1]
     return Lambda0Estimate(
         lambda0=statistics.fmean(gn),
         lambda0_std=statistics.stdev(gn) if len(gn) > 1 else 0.0,
@@ -170,7 +180,7 @@ def estimate_lambda0(
         ntk_lambda0_std=statistics.stdev(nt) if len(nt) > 1 else 0.0,
         loss=loss_spec,
         per_batch=tuple(results),
-        batch_size=m,
+        batch_size=samples,
         output_dim=k,
         jvp_mode=products.mode,
         chunk_size=chunk,
@@ -221,7 +231,7 @@ def _validating_forward(clone: nn.Module, x: Any, seed: int) -> tuple[str, ...]:
 
 
 def _check_outputs(out: torch.Tensor, loss: Loss, index: int) -> None:
-    if not torch.isfinite(out).all():
+    if any_rank(not bool(torch.isfinite(out).all())):
         raise InputError(
             f"the model's outputs contain NaN or inf on batch {index}: check its initialization and the inputs' scale"
         )
@@ -229,12 +239,19 @@ def _check_outputs(out: torch.Tensor, loss: Loss, index: int) -> None:
         raise InputError("cross-entropy needs at least 2 outputs (classes) per sample; use loss='mse' for a scalar output")
 
 
-def _batch_curvature(products: JacobianProducts | ChunkedJacobianProducts, loss: Loss, tol: float, max_iter: int, seed: int) -> BatchCurvature:
-    m, k = products.output.shape
-    options = dict(device=products.output.device, dtype=products.output.dtype, tol=tol, max_iter=max_iter, seed=seed)
-    gn = lanczos_top(gauss_newton(products, loss), m * k, **options)
+def _batch_curvature(products: Any, loss: Loss, tol: float, max_iter: int, seed: int, samples: int) -> BatchCurvature:
+    """Lanczos on one batch; under torch.distributed ``products`` cover this rank's shard of ``samples``."""
+    local, k = products.output.shape
+    m = samples
+    start, stop = shard_bounds(m) if local != m else (0, m)
+    v0 = torch.randn(m * k, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)[start * k:stop * k]
+    options = dict(
+        device=products.output.device, dtype=products.output.dtype, tol=tol, max_iter=max_iter, v0=v0,
+        reduce=all_reduce_sum, total_dim=m * k,
+    )
+    gn = lanczos_top(gauss_newton(products, loss, samples=m), local * k, **options)
     if loss.is_cross_entropy:
-        ntk_result = lanczos_top(ntk(products), m * k, **options)
+        ntk_result = lanczos_top(ntk(products, samples=m), local * k, **options)
         return BatchCurvature(gn.eigenvalue, ntk_result.eigenvalue, gn, ntk_result, products.mode)
     # For the MSE losses A = c·J Jᵀ with H = c·I, so λ_ntk = λ_gn / (c k m) exactly.
     lambda_ntk = gn.eigenvalue / (loss.mse_hessian_scale(m, k) * k * m)

@@ -57,22 +57,28 @@ def lanczos_top(
     v0: torch.Tensor | None = None,
     seed: int = 0,
     on_iteration: Callable[[int, float], None] | None = None,
+    reduce: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    total_dim: int | None = None,
 ) -> LanczosResult:
     """Top eigenpair of the symmetric ``matvec`` on R^dim, to relative error bound ``tol``.
 
     ``v0`` warm-starts the iteration (e.g. the previous top eigenvector); otherwise the
     start is a seeded Gaussian vector. ``on_iteration(j, relative_error)`` reports progress.
+    Vectors may be sharded across processes: then ``dim`` is the local length, ``v0`` the
+    local part of the start, ``total_dim`` the global dimension, and ``reduce`` sums a small
+    tensor over all processes (every inner product goes through it).
     """
+    reduce = reduce or (lambda t: t)
     if tol <= 0:
         raise ValueError(f"tol must be positive, got {tol}")
     if max_iter < 1:
         raise ValueError(f"max_iter must be at least 1, got {max_iter}")
-    steps = min(max_iter, dim)
+    steps = min(max_iter, total_dim or dim)
     if v0 is None:
         gen = torch.Generator(device="cpu").manual_seed(seed)
         v0 = torch.randn(dim, generator=gen, dtype=torch.float64)
     q = v0.reshape(-1).to(device=device, dtype=dtype)
-    q = q / torch.linalg.vector_norm(q)
+    q = q / reduce(torch.dot(q, q)).sqrt()
     basis = torch.empty(steps, dim, device=device, dtype=dtype)
     alphas: list[float] = []
     betas: list[float] = []
@@ -81,11 +87,12 @@ def lanczos_top(
     for j in range(steps):
         basis[j] = q
         w = matvec(q)
-        alpha = torch.dot(q, w)
         active = basis[: j + 1]
-        w = w - active.T @ (active @ w)  # full reorthogonalization, applied twice
-        w = w - active.T @ (active @ w)
-        beta = torch.linalg.vector_norm(w)
+        coefficients = reduce(active @ w)  # full reorthogonalization, applied twice
+        alpha = coefficients[j]  # q·w, as q is the newest basis vector
+        w = w - active.T @ coefficients
+        w = w - active.T @ reduce(active @ w)
+        beta = reduce(torch.dot(w, w)).sqrt()
         alpha_host, beta_host = torch.stack([alpha, beta]).tolist()  # the one sync per step
         alphas.append(alpha_host)
         theta, second, s_top = _top_ritz_pair(alphas, betas)
@@ -104,7 +111,7 @@ def lanczos_top(
     ritz = torch.as_tensor(s_top, device=device, dtype=dtype)
     vector = basis[:iterations].T @ ritz
     return LanczosResult(
-        theta, vector / torch.linalg.vector_norm(vector), float(residual), float(bound), iterations, converged
+        theta, vector / reduce(torch.dot(vector, vector)).sqrt(), float(residual), float(bound), iterations, converged
     )
 
 

@@ -48,9 +48,13 @@ class Loss:
         """The c in H = c·I for the MSE losses."""
         return {"paper": 1.0 / (k * m), "mean": 2.0 / (k * m), "sum": 2.0}[self.reduction]
 
-    def sqrt_hessian(self, out: torch.Tensor) -> tuple[Any, Any]:
-        """Return the maps u ↦ S u and z ↦ Sᵀ z for outputs ``out`` of shape (m, k)."""
-        m, k = out.shape
+    def sqrt_hessian(self, out: torch.Tensor, *, samples: int | None = None) -> tuple[Any, Any]:
+        """Return the maps u ↦ S u and z ↦ Sᵀ z for outputs ``out`` of shape (m, k).
+
+        ``samples`` is the m of the normalization when ``out`` is one shard of a larger batch.
+        """
+        k = out.shape[1]
+        m = samples or out.shape[0]
         if self.kind == "mse":
             c = math.sqrt(self.mse_hessian_scale(m, k))
             return (lambda u: c * u), (lambda z: c * z)

@@ -31,14 +31,17 @@ def _sandwich(products: Products, left: MatVec, right: MatVec) -> MatVec:
     return matvec
 
 
-def gauss_newton(products: Products, loss: Loss) -> MatVec:
-    """u ↦ Sᵀ J Jᵀ S u, the output-space Gauss–Newton operator of ``loss``."""
-    apply_s, apply_st = loss.sqrt_hessian(products.output)
+def gauss_newton(products: Products, loss: Loss, *, samples: int | None = None) -> MatVec:
+    """u ↦ Sᵀ J Jᵀ S u, the output-space Gauss–Newton operator of ``loss``.
+
+    ``samples``: the batch size m of the normalization when ``products`` cover one shard.
+    """
+    apply_s, apply_st = loss.sqrt_hessian(products.output, samples=samples)
     return _sandwich(products, apply_s, apply_st)
 
 
-def ntk(products: Products) -> MatVec:
+def ntk(products: Products, *, samples: int | None = None) -> MatVec:
     """u ↦ Θ u with Θ = J Jᵀ/(k m), the paper's normalized empirical NTK."""
     m, k = products.output.shape
-    scale = 1.0 / math.sqrt(k * m)
+    scale = 1.0 / math.sqrt(k * (samples or m))
     return _sandwich(products, lambda u: scale * u, lambda z: scale * z)

@@ -1,0 +1,77 @@
+"""λ₀ sharded over 2 CPU processes (gloo, launched by torchrun) equals the single-process value."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+import lrphase
+
+WORKER = """
+import json, sys
+import torch
+from torch import nn
+import lrphase
+from lrphase.distributed import init_from_environment, world
+
+assert init_from_environment()
+torch.manual_seed(0)
+model = nn.Sequential(nn.Linear(5, 32), nn.Tanh(), nn.Linear(32, 3))
+gen = torch.Generator().manual_seed(1)
+data = (torch.randn(40, 5, generator=gen, dtype=torch.float64), torch.randint(0, 3, (40,), generator=gen))
+out = {}
+for loss in ("mse", "cross_entropy"):
+    est = lrphase.estimate_lambda0(model, data, loss=loss, batch_size=20, batches=2, dtype=torch.float64, tol=1e-10)
+    out[loss] = [est.lambda0, est.ntk_lambda0, est.converged]
+rank, size = world()
+with open(sys.argv[1] + f".{rank}", "w") as f:
+    json.dump({"size": size, **out}, f)
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def single_process() -> dict:
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(5, 32), torch.nn.Tanh(), torch.nn.Linear(32, 3))
+    gen = torch.Generator().manual_seed(1)
+    data = (torch.randn(40, 5, generator=gen, dtype=torch.float64), torch.randint(0, 3, (40,), generator=gen))
+    out = {}
+    for loss in ("mse", "cross_entropy"):
+        est = lrphase.estimate_lambda0(model, data, loss=loss, batch_size=20, batches=2, dtype=torch.float64, tol=1e-10)
+        out[loss] = [est.lambda0, est.ntk_lambda0]
+    return out
+
+
+@pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed is not available")
+def test_two_gloo_processes_match_one(tmp_path):
+    script = tmp_path / "worker.py"
+    script.write_text(textwrap.dedent(WORKER))
+    result_path = tmp_path / "result"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+        "--master_port", str(free_port()), str(script), str(result_path),
+    ]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    ranks = [json.loads((tmp_path / f"result.{r}").read_text()) for r in range(2)]
+    expected = single_process()
+    for out in ranks:
+        assert out["size"] == 2
+        for loss, (lam, ntk) in expected.items():
+            assert out[loss][2]
+            assert out[loss][0] == pytest.approx(lam, rel=1e-8)
+            assert out[loss][1] == pytest.approx(ntk, rel=1e-8)
+    assert ranks[0] == ranks[1]
