@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,7 +25,9 @@ from .jacobian import JacobianProducts
 from .lanczos import LanczosResult, lanczos_top
 from .losses import Loss
 from .operators import gauss_newton
-from .verdict import EXPLODE_RATIO
+from .verdict import EXPLODE_RATIO, RiseTracker
+
+CATAPULT_CHECK_EVERY = 5
 
 
 @dataclass(frozen=True)
@@ -54,7 +55,7 @@ class Run:
     losses: tuple[float, ...]
     curvature: tuple[tuple[int, float], ...]
     steps: int
-    stopped: str | None = None  # "diverged" or "converged" when the run ended early
+    stopped: str | None = None  # "diverged", "converged" or "catapulted" when the run ended early
 
     @property
     def lambda_start(self) -> float:
@@ -121,9 +122,14 @@ class Trainer:
         *,
         track_every: int = 0,
         converged_ratio: float = 0.0,
-        on_step: Callable[[int], None] | None = None,
+        stop_when_catapulted: bool = False,
     ) -> Run:
-        """Train a fresh copy for up to ``steps`` steps at ``lr``; λ_t every ``track_every`` steps (0: ends only)."""
+        """Train a fresh copy for up to ``steps`` steps at ``lr``; λ_t every ``track_every`` steps (0: ends only).
+
+        With ``stop_when_catapulted``, a run that starts unstable (η·λ₀ > 2) also ends once its
+        verdict is settled as a catapult: the loss rose, came back below its start, and the
+        curvature fell to η·λ_t < 2 (checked every ``CATAPULT_CHECK_EVERY`` steps from then on).
+        """
         model = copy.deepcopy(self.clone)
         params = [p for p in model.parameters() if p.requires_grad]
         optimizer = torch.optim.SGD(
@@ -131,15 +137,20 @@ class Trainer:
         )
         losses: list[float] = []
         curvature = [(0, self.initial_curvature())]
-        stopped = None
+        stopped, tracker, next_check = None, None, 0
         with torch.random.fork_rng(devices=[]):
             for step in range(steps + 1):
                 torch.manual_seed(self.seed)
                 value = self.loss.value(_flat(model(*self._inputs)), self.target)
                 losses.append(float(value.detach()))
-                if on_step is not None:
-                    on_step(step)
                 stopped = _early_stop(losses, converged_ratio)
+                if stopped is None and stop_when_catapulted and lr * curvature[0][1] > 2:
+                    tracker = tracker or RiseTracker(losses[0])
+                    tracker.add(losses[-1])
+                    if tracker.rose and losses[-1] < losses[0] and step >= next_check and step < steps:
+                        next_check = step + CATAPULT_CHECK_EVERY
+                        curvature.append((step, self.curvature(model)))
+                        stopped = "catapulted" if lr * curvature[-1][1] < 2 else None
                 if step == steps or stopped:
                     break
                 optimizer.zero_grad(set_to_none=True)

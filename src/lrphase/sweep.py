@@ -132,7 +132,7 @@ def run_sweep(
     done: dict[float, SweepRun] = {}
 
     def train(lr: float) -> SweepRun:
-        run = store.load(lr) or trainer.run(lr, steps, converged_ratio=CONVERGED_RATIO)
+        run = store.load(lr) or trainer.run(lr, steps, converged_ratio=CONVERGED_RATIO, stop_when_catapulted=True)
         store.save(run)
         result = SweepRun(run, classify_run(run.losses, lr, lambda_start=run.lambda_start, lambda_end=run.lambda_end))
         done[lr] = result

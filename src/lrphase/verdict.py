@@ -28,6 +28,33 @@ RISE_ABOVE_START = 1.05
 REBOUND = 1.25
 
 
+@dataclass
+class RiseTracker:
+    """Follows a loss curve step by step: its peak over the start and its largest rebound."""
+
+    start: float
+    peak: float = 1.0
+    peak_step: int = 0
+    running_min: float = 1.0
+    rebound: float = 1.0
+    steps: int = 0
+
+    def add(self, loss: float) -> None:
+        """Record the next loss value (finite)."""
+        ratio = loss / self.start
+        if ratio > self.peak:
+            self.peak, self.peak_step = ratio, self.steps
+        self.running_min = min(self.running_min, ratio)
+        if self.running_min > 0:
+            self.rebound = max(self.rebound, ratio / self.running_min)
+        self.steps += 1
+
+    @property
+    def rose(self) -> bool:
+        """A meaningful rise: above ``RISE_ABOVE_START`` × start, or ``REBOUND`` × the running minimum."""
+        return self.peak > RISE_ABOVE_START or self.rebound > REBOUND
+
+
 @dataclass(frozen=True)
 class Verdict:
     """The phase of one run with the numbers that decided it."""
@@ -51,14 +78,12 @@ def classify_run(
     if not math.isfinite(start) or start <= 0:
         raise ValueError(f"the initial loss must be finite and positive, got {start}")
     ratios = [x / start if math.isfinite(x) else math.inf for x in losses]
-    finite = [r for r in ratios if math.isfinite(r)]
-    peak = max(finite)
-    peak_step = ratios.index(peak)
-    final = ratios[-1]
-    running_min, rebound = ratios[0], 1.0
-    for r in finite:
-        running_min = min(running_min, r)
-        rebound = max(rebound, r / running_min if running_min > 0 else 1.0)
+    tracker = RiseTracker(start)
+    for x in losses:
+        if not math.isfinite(x):
+            break
+        tracker.add(x)
+    peak, peak_step, rebound, final = tracker.peak, tracker.peak_step, tracker.rebound, ratios[-1]
     dropped = (
         lambda_start is not None and lambda_end is not None and lr * lambda_start > 2 and lr * lambda_end < 2
     )
@@ -66,14 +91,14 @@ def classify_run(
     def verdict(phase: str, reason: str) -> Verdict:
         return Verdict(phase, reason, peak, peak_step, final, rebound, dropped)
 
-    if len(finite) < len(ratios):
-        return verdict("divergent", f"loss became non-finite at step {ratios.index(math.inf)}")
+    if tracker.steps < len(ratios):
+        return verdict("divergent", f"loss became non-finite at step {tracker.steps}")
     if peak >= EXPLODE_RATIO:
         return verdict("divergent", f"loss exploded to {peak:.3g}× its start")
     quarter = ratios[-max(2, len(ratios) // 4)]
     if final >= GROW_RATIO and final > quarter:
         return verdict("divergent", f"loss kept growing, to {final:.3g}× its start")
-    rose = peak > RISE_ABOVE_START or rebound > REBOUND
+    rose = tracker.rose
     sharpened = lambda_start is not None and lambda_end is not None and lambda_end >= lambda_start
     if final < 1:
         if dropped:
