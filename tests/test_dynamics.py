@@ -36,6 +36,20 @@ def test_training_matches_the_exact_warmup_recurrence():
     assert run.lambda_end < 2 / eta
 
 
+def test_a_run_ends_early_only_once_its_verdict_is_settled():
+    model, data = warmup(500)
+    trainer = make_trainer(model, data, loss=PAPER_MSE, batch_size=1, device=torch.device("cpu"), dtype=None)
+    lam = trainer.initial_curvature()
+    lazy = trainer.run(1.5 / lam, 100, stop_when_catapulted=True)
+    assert lazy.stopped is None and len(lazy.losses) == 101
+    catapult = trainer.run(3.0 / lam, 100, stop_when_catapulted=True)
+    assert catapult.stopped == "catapulted" and len(catapult.losses) < 101
+    assert max(catapult.losses) > catapult.losses[0] > catapult.losses[-1]
+    assert catapult.lambda_end * catapult.lr < 2
+    full = trainer.run(3.0 / lam, 100)
+    assert full.stopped is None and full.losses[: len(catapult.losses)] == catapult.losses
+
+
 def test_warmup_sweep_reproduces_figure_2():
     model, data = warmup()
     result = run_sweep(model, data, points=12, steps=200, refine=3, c_act=4.0, batch_size=1)
