@@ -1,13 +1,15 @@
 """The ``lrphase`` command line: parse options, call the library, render. Thin by design.
 
 Nothing here imports torch at module level, so ``lrphase --help`` starts fast.
-Exit codes: 0 success, 1 unexpected internal error, 2 bad input or usage,
-3 the estimate did not converge.
+Exit codes: 0 success, 1 the checked rate fails (``check``), 2 bad input or usage,
+3 the estimate did not converge, 4 unexpected internal error, 5 the prediction does not
+apply to the optimizer (``check``).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -73,7 +75,7 @@ def _guarded(debug: bool, body: Callable[[], T]) -> T:
         if debug:
             raise
         typer.echo(f"error: unexpected {type(exc).__name__}: {exc} (rerun with --debug for the traceback)", err=True)
-        raise typer.Exit(1) from None
+        raise typer.Exit(4) from None
 
 
 @contextmanager
@@ -106,21 +108,24 @@ def _torch_dtype(dtype: Optional[DType]) -> Any:
 
 
 TARGET_HELP = "Model file `path.py` (or `path.py:factory`) defining `model` and `data`."
+OPTIONAL_TARGET_HELP = TARGET_HELP + " Default: `model` under \\[tool.lrphase] in pyproject.toml."
+CONFIG_HELP = "TOML config file (default: \\[tool.lrphase] of the nearest pyproject.toml); options given here override it."
 
 
 @app.command()
 def probe(
-    target: str = typer.Argument(..., help=TARGET_HELP, show_default=False),
+    target: Optional[str] = typer.Argument(None, help=OPTIONAL_TARGET_HELP, show_default=False),
+    config: Optional[str] = typer.Option(None, "--config", help=CONFIG_HELP),
     loss: Optional[str] = typer.Option(None, help="mse (paper, default) | cross_entropy | mse_loss_mean | mse_loss_sum | cross_entropy_sum; overrides the file's `loss`."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Samples per batch (default: the file's `batch_size`, else 128)."),
-    batches: int = typer.Option(3, help="Batches λ₀ is averaged over."),
-    device: str = typer.Option("auto", help="auto (CUDA, else MPS, else CPU) | cpu | cuda | cuda:1 | mps."),
+    batches: Optional[int] = typer.Option(None, help="Batches λ₀ is averaged over (default 3)."),
+    device: Optional[str] = typer.Option(None, help="auto (CUDA, else MPS, else CPU; default) | cpu | cuda | cuda:1 | mps."),
     dtype: Optional[DType] = typer.Option(None, help="Compute dtype (default: the model's own)."),
-    seed: int = typer.Option(0, help="Seed for the model file, batch sampling and Lanczos start vectors."),
-    tol: float = typer.Option(1e-3, help="Lanczos stops when the residual ≤ tol·λ (certifies tol relative accuracy)."),
-    max_iter: int = typer.Option(100, "--max-iter", help="Lanczos iterations per batch before giving up."),
+    seed: Optional[int] = typer.Option(None, help="Seed for the model file, batch sampling and Lanczos start vectors (default 0)."),
+    tol: Optional[float] = typer.Option(None, help="Lanczos stops when the residual ≤ tol·λ (certifies tol relative accuracy; default 1e-3)."),
+    max_iter: Optional[int] = typer.Option(None, "--max-iter", help="Lanczos iterations per batch before giving up (default 100)."),
     c_act: Optional[float] = typer.Option(None, "--c-act", help="Override c_act in η_max = c_act/λ₀ (e.g. from `lrphase sweep`)."),
-    jvp: JvpMode = typer.Option(JvpMode.auto, help="How J·v is computed: auto times the candidates once."),
+    jvp: Optional[JvpMode] = typer.Option(None, help="How J·v is computed: auto (default) times the candidates once."),
     confirm: bool = typer.Option(False, "--confirm", help="Also train briefly at the recommended rate and at 0.5·η_crit to watch the catapult."),
     steps: int = typer.Option(40, help="Gradient-descent steps of each --confirm run."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object (documented keys) and nothing else on stdout."),
@@ -129,37 +134,42 @@ def probe(
     """Estimate λ₀ and print the lazy, catapult and divergent learning-rate ranges."""
 
     def body() -> int:
+        from .config import resolve_settings
         from .errors import InputError
         from .probing import probe as run_probe
         from .report import probe_to_dict, render_probe
         from .spec import load_spec
 
-        if tol <= 0 or max_iter < 1:
-            raise InputError("--tol must be positive and --max-iter at least 1")
-        if c_act is not None and c_act <= 2:
-            raise InputError(f"--c-act must exceed 2 (η_max above η_crit = 2/λ₀), got {c_act:g}")
-        spec = load_spec(target, seed=seed)
+        settings = resolve_settings(target, config=config, overrides=dict(
+            loss=loss, batch_size=batch_size, batches=batches, device=device, dtype=dtype and dtype.value, seed=seed,
+            tol=tol, max_iter=max_iter, c_act=c_act, jvp=jvp and jvp.value,
+        ))
+        spec = load_spec(settings.target, seed=settings.seed)
+        settings = settings.with_model_defaults(spec.defaults, source=spec.source)
+        options = settings.estimate_options()
+        optimizer = settings.optimizer_spec()
         with _progress(not as_json, "estimating λ₀") as update:
             result = run_probe(
-                spec.model, spec.data, loss=loss or spec.loss, c_act=c_act,
-                batch_size=batch_size or spec.defaults.get("batch_size"), batches=batches, device=device,
-                dtype=_torch_dtype(dtype), tol=tol, max_iter=max_iter, seed=seed, jvp_mode=jvp.value, progress=update,
+                spec.model, spec.data, loss=settings.loss or spec.loss, c_act=settings.c_act, optimizer=optimizer,
+                jvp_mode=settings.jvp or "auto", progress=update, **options,
             )
         confirmation = None
         if confirm:
             from .confirm import confirm as run_confirm
+            from .dynamics import SGDSettings
 
             if steps < 1:
                 raise InputError(f"--steps must be at least 1, got {steps}")
+            sgd = SGDSettings(momentum=optimizer.momentum, nesterov=optimizer.nesterov, weight_decay=optimizer.weight_decay)
             with _progress(not as_json, "confirming") as update:
                 confirmation = run_confirm(
-                    spec.model, spec.data, result, steps=steps, dtype=_torch_dtype(dtype), seed=seed,
-                    batch_size=batch_size or spec.defaults.get("batch_size"),
+                    spec.model, spec.data, result, steps=steps, dtype=options["dtype"], seed=settings.seed,
+                    batch_size=settings.batch_size, sgd=sgd if optimizer.applies else None,
                 )
         if as_json:
             from .dynamics_report import confirmation_to_dict
 
-            record = probe_to_dict(result, source=target)
+            record = probe_to_dict(result, source=settings.target)
             if confirmation is not None:
                 record["confirm"] = confirmation_to_dict(confirmation)
             typer.echo(json.dumps(record, indent=2))
@@ -167,7 +177,7 @@ def probe(
             from rich.console import Console
 
             console = Console()
-            render_probe(result, console, source=target)
+            render_probe(result, console, source=settings.target)
             if confirmation is not None:
                 from .dynamics_report import render_confirmation
 
@@ -246,6 +256,66 @@ def _parse_rates(text: str) -> list[float]:
     if not rates or any(not r > 0 for r in rates):
         raise InputError(f"--lrs must list positive learning rates, got '{text}'")
     return rates
+
+
+@app.command()
+def check(
+    target: Optional[str] = typer.Argument(None, help=OPTIONAL_TARGET_HELP, show_default=False),
+    lr: Optional[float] = typer.Option(None, "--lr", help="The learning rate to check (default: `lr` in the config, else in the model file)."),
+    accept: Optional[str] = typer.Option(None, help="Phases that pass, comma-separated: lazy,catapult (default) | lazy | catapult."),
+    margin: Optional[float] = typer.Option(None, help="Demand a factor 1+margin of distance from each boundary with a rejected phase (default 0)."),
+    optimizer: Optional[str] = typer.Option(None, help="sgd (default) | adam | adamw | rmsprop | … (adaptive: the prediction does not apply, exit 5)."),
+    momentum: Optional[float] = typer.Option(None, help="SGD momentum β (default 0): η_crit = 2(1+β)/λ₀ (heavy ball)."),
+    nesterov: Optional[bool] = typer.Option(None, "--nesterov/--no-nesterov", help="Nesterov momentum: η_crit = 2(1+β)/((1+2β)λ₀)."),
+    weight_decay: Optional[float] = typer.Option(None, "--weight-decay", help="L2 weight decay wd (default 0): the curvature becomes λ₀ + wd."),
+    config: Optional[str] = typer.Option(None, "--config", help=CONFIG_HELP),
+    loss: Optional[str] = typer.Option(None, help="Loss; overrides the file's `loss` (see `probe --help`)."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Samples per batch (default: the file's `batch_size`, else 128)."),
+    batches: Optional[int] = typer.Option(None, help="Batches λ₀ is averaged over (default 3)."),
+    device: Optional[str] = typer.Option(None, help="auto (default) | cpu | cuda | cuda:1 | mps."),
+    dtype: Optional[DType] = typer.Option(None, help="Compute dtype (default: the model's own)."),
+    seed: Optional[int] = typer.Option(None, help="Seed for the model file, batch sampling and Lanczos (default 0): fixed seed, same verdict."),
+    tol: Optional[float] = typer.Option(None, help="Lanczos relative tolerance (default 1e-3)."),
+    max_iter: Optional[int] = typer.Option(None, "--max-iter", help="Lanczos iterations per batch before giving up (default 100)."),
+    c_act: Optional[float] = typer.Option(None, "--c-act", help="Override c_act in η_max (e.g. from `lrphase sweep`)."),
+    jvp: Optional[JvpMode] = typer.Option(None, help="How J·v is computed (default double: no timing-dependent choice)."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object (documented keys) and nothing else on stdout."),
+    github: Optional[bool] = typer.Option(None, "--github/--no-github", help="Emit a GitHub Actions annotation (default: on when GITHUB_ACTIONS=true)."),
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
+) -> None:
+    """Check a learning rate: exit 0 if its predicted phase is accepted, 1 if not (3: not converged, 5: optimizer not modelled)."""
+    annotate = github if github is not None else os.environ.get("GITHUB_ACTIONS") == "true"
+
+    def body() -> int:
+        from .check_report import annotation, check_to_dict, github_annotation, render_check
+        from .checking import check_spec
+        from .config import resolve_settings
+        from .spec import load_spec
+
+        try:
+            settings = resolve_settings(target, config=config, overrides=dict(
+                lr=lr, accept=accept, margin=margin, optimizer=optimizer, momentum=momentum, nesterov=nesterov,
+                weight_decay=weight_decay, loss=loss, batch_size=batch_size, batches=batches, device=device,
+                dtype=dtype and dtype.value, seed=seed, tol=tol, max_iter=max_iter, c_act=c_act, jvp=jvp and jvp.value,
+            ))
+            spec = load_spec(settings.target, seed=settings.seed)
+            with _progress(not as_json, "estimating λ₀") as update:
+                result = check_spec(spec, settings, progress=update)
+        except LrphaseError as exc:
+            if annotate:
+                typer.echo(annotation("error", str(exc)), err=as_json)
+            raise
+        if as_json:
+            typer.echo(json.dumps(check_to_dict(result, source=settings.target), indent=2))
+        else:
+            from rich.console import Console
+
+            render_check(result, Console(), source=settings.target)
+        if annotate:
+            typer.echo(github_annotation(result), err=as_json)
+        return result.exit_code
+
+    raise typer.Exit(_guarded(debug, body))
 
 
 def main() -> None:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 
 class LrphaseError(Exception):
-    """Base class: a problem lrphase explains in one line instead of a traceback."""
+    """Base class: a problem lrphase explains in one line instead of a traceback (exit code 4 unless a subclass says)."""
 
-    exit_code: int = 1
+    exit_code: int = 4
 
 
 class InputError(LrphaseError):

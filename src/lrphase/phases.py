@@ -11,13 +11,19 @@ where c_safe = min(c_act, 3.5) unless you calibrated c_act yourself (``--c-act``
 which case c_safe = c_act. Divergence of real ReLU networks has been measured from about
 3.5/λ₀ (shallow nets, PyTorch's default initialization) up to the paper's 12/λ₀ (deep,
 NTK parameterization), so trusting c_act = 12 blindly would recommend divergent rates.
+
+For SGD with momentum or weight decay (see :mod:`lrphase.optimizers`) the curvature becomes
+λ₀ + wd, η_crit = 2F/(λ₀ + wd) with the optimizer's stability factor F, η_max = c_act/(g (λ₀ + wd))
+with its step gain g (never below η_crit), and η_rec is the midpoint of η_crit and
+c_safe/(g (λ₀ + wd)) — or η_crit/2 where that window is empty. F = g = 1 gives the formulas above.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .activations import Activation
+from .optimizers import Optimizer
 
 SMALLEST_MEASURED_C_ACT = 3.5
 PHASE_NAMES = ("lazy", "catapult", "divergent")
@@ -27,11 +33,19 @@ CROSS_ENTROPY_CAVEAT = (
     "init-only prediction is an upper bound of unknown slack (on a ReLU MLP the instability began "
     "near 0.3/λ₀); run `lrphase probe --confirm` or `lrphase sweep` to measure the real boundary"
 )
+MOMENTUM_CAVEAT = (
+    "momentum: η_crit is the exact linear-stability threshold of {optimizer}, but η_max with momentum is "
+    "extrapolated from the paper's warmup model, not measured on real networks; run `lrphase sweep` to measure it"
+)
+RELU_MOMENTUM_CAVEAT = (
+    "ReLU with momentum: the paper (Supplement C.2) saw the curvature change already above about (1−β)·2/λ₀, "
+    "so rates below η_crit are stable but not lazy"
+)
 
 
 @dataclass(frozen=True)
 class PhasePrediction:
-    """Phase boundaries and a recommended learning rate for gradient descent at λ₀."""
+    """Phase boundaries and a recommended learning rate for (stochastic) gradient descent at λ₀."""
 
     lambda0: float
     c_act: float
@@ -42,6 +56,12 @@ class PhasePrediction:
     rule: str
     confidence: str  # "high", "medium" or "low"
     caveats: tuple[str, ...]
+    optimizer: Optimizer = field(default_factory=Optimizer)
+
+    @property
+    def applies(self) -> bool:
+        """False for adaptive optimizers: the boundaries are then plain gradient descent's, for reference only."""
+        return self.optimizer.applies
 
     def phase_of(self, lr: float) -> str:
         """The predicted phase of learning rate ``lr``."""
@@ -64,8 +84,15 @@ def predict_phases(
     *,
     cross_entropy: bool = False,
     c_act: float | None = None,
+    optimizer: Optimizer | None = None,
 ) -> PhasePrediction:
-    """Predict the phases from λ₀ and the network's activation (``c_act`` overrides it)."""
+    """Predict the phases from λ₀ and the network's activation (``c_act`` overrides it).
+
+    ``optimizer`` (default: plain gradient descent) moves the boundaries as described above; for an
+    optimizer the prediction does not apply to, the boundaries are plain gradient descent's and a
+    caveat says they do not apply.
+    """
+    opt = optimizer or Optimizer()
     if not lambda0 > 0:
         raise ValueError(f"lambda0 must be positive, got {lambda0}")
     if c_act is not None and not c_act > 2:
@@ -90,14 +117,36 @@ def predict_phases(
         confidence = "high"
     source = "your --c-act" if user else "smallest divergence boundary measured on real networks"
     rule = f"midpoint of η_crit = 2/λ₀ and {c_safe:g}/λ₀ ({source}): η = {(2 + c_safe) / 2:g}/λ₀"
+    model = opt if opt.applies else Optimizer()
+    curvature, gain = model.curvature(lambda0), model.step_gain
+    eta_crit = 2.0 * model.stability_factor / curvature
+    eta_safe = c_safe / (gain * curvature)
+    eta_recommended = (eta_crit + eta_safe) / 2.0 if eta_safe > eta_crit else eta_crit / 2.0
+    if not opt.applies:
+        caveats.insert(0, f"{opt.reason}; the numbers shown are for plain gradient descent")
+        confidence = "low"
+    elif not opt.plain:
+        bound = f"{c_safe:g}/(g·{'(λ₀+wd)' if opt.weight_decay else 'λ₀'}) ({source}; step gain g = {gain:.3g})"
+        rule = (
+            f"midpoint of η_crit = {opt.crit_formula()} and {bound} for {opt.describe()}"
+            if eta_safe > eta_crit
+            else f"η_crit/2, in the lazy phase: {bound} is below η_crit = {opt.crit_formula()} for "
+            f"{opt.describe()}, so no catapult rate is trusted"
+        )
+    if opt.applies and opt.momentum:
+        caveats.append(MOMENTUM_CAVEAT.format(optimizer=opt.describe()))
+        confidence = "medium" if confidence == "high" else confidence
+        if activation.family == "relu":
+            caveats.append(RELU_MOMENTUM_CAVEAT)
     return PhasePrediction(
         lambda0=lambda0,
         c_act=c,
         c_act_source="user" if user else "activation",
-        eta_crit=2.0 / lambda0,
-        eta_max=c / lambda0,
-        eta_recommended=(2.0 + c_safe) / (2.0 * lambda0),
+        eta_crit=eta_crit,
+        eta_max=max(c / (gain * curvature), eta_crit),
+        eta_recommended=eta_recommended,
         rule=rule,
         confidence=confidence,
         caveats=tuple(caveats),
+        optimizer=opt,
     )

@@ -11,6 +11,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from .optimizers import Optimizer
 from .probing import ProbeResult
 
 PROBE_SCHEMA = "lrphase.probe/1"
@@ -44,6 +45,8 @@ def probe_to_dict(result: ProbeResult, *, source: str | None = None) -> dict[str
         "recommendation_rule": ph.rule,
         "confidence": ph.confidence,
         "caveats": list(ph.caveats),
+        "optimizer": ph.optimizer.to_dict(),
+        "applies": ph.applies,
         "converged": est.converged,
         "iterations": est.iterations,
         "max_relative_error": est.max_relative_error,
@@ -88,9 +91,10 @@ def render_probe(result: ProbeResult, console: Console, *, source: str | None = 
     )
     ntk_spread = f" ± {est.ntk_lambda0_std:.3g}" if len(est.per_batch) > 1 else ""
     table.add_row("NTK λ₀", f"{est.ntk_lambda0:.5g}{ntk_spread}", "paper's Θ = J Jᵀ/(km)")
-    table.add_row("η_crit = 2/λ₀", f"{ph.eta_crit:.4g}", "gradient descent is unstable above")
+    opt = ph.optimizer if ph.applies else Optimizer()
+    table.add_row(f"η_crit = {opt.crit_formula()}", f"{ph.eta_crit:.4g}", f"{opt.describe()} is unstable above")
     table.add_row(
-        f"η_max = c_act/λ₀", f"{ph.eta_max:.4g}",
+        f"η_max = {opt.max_formula()}", f"{ph.eta_max:.4g}",
         f"c_act = {ph.c_act:g}: " + (act.reason if ph.c_act_source == "activation" else "set by --c-act"),
     )
     table.add_row(
@@ -100,7 +104,7 @@ def render_probe(result: ProbeResult, console: Console, *, source: str | None = 
     console.print(table)
     console.print(f"[dim]loss: {est.loss.formula}; recommendation: {ph.rule}[/]")
 
-    phases = Table(show_header=True, header_style="bold", title="phases (plain gradient descent)", title_justify="left")
+    phases = Table(show_header=True, header_style="bold", title=f"phases ({opt.describe()})", title_justify="left")
     phases.add_column("phase")
     phases.add_column("learning rate")
     phases.add_column("what happens")

@@ -1,0 +1,84 @@
+"""Rendering a check for people (rich), machines (JSON ``lrphase.check/1``) and CI (GitHub annotations)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from .checking import EXIT_FAIL, EXIT_NOT_APPLICABLE, EXIT_NOT_CONVERGED, EXIT_PASS, CheckResult
+from .report import probe_to_dict
+
+CHECK_SCHEMA = "lrphase.check/1"
+ANNOTATION_TITLE = "lrphase check"
+ANNOTATION_LEVELS = {EXIT_FAIL: "error", EXIT_NOT_CONVERGED: "error", EXIT_NOT_APPLICABLE: "warning"}
+
+
+def check_to_dict(result: CheckResult, *, source: str | None = None) -> dict[str, Any]:
+    """The check as a JSON-ready dict; keys are stable within a schema version (see the README)."""
+    ph = result.phases
+    return {
+        "schema": CHECK_SCHEMA,
+        "source": source,
+        "lr": result.lr,
+        "phase": result.phase,
+        "accepted": result.accepted,
+        "accept": list(result.accept),
+        "margin": result.margin,
+        "eta_crit": ph.eta_crit if ph else None,
+        "eta_max": ph.eta_max if ph else None,
+        "eta_recommended": ph.eta_recommended if ph else None,
+        "lambda0": result.lambda0,
+        "eta_lambda0": result.eta_lambda0,
+        "optimizer": result.optimizer.to_dict(),
+        "applies": result.applies,
+        "reason": result.optimizer.reason,
+        "suggested_lr": result.suggested_lr,
+        "converged": result.converged,
+        "confidence": ph.confidence if ph else None,
+        "caveats": list(ph.caveats) if ph else [],
+        "message": result.message,
+        "exit_code": result.exit_code,
+        "probe": probe_to_dict(result.probe, source=source) if result.probe else None,
+    }
+
+
+def render_check(result: CheckResult, console: Console, *, source: str | None = None) -> None:
+    """Print the verdict, the boundaries around the rate, and the caveats."""
+    title = f"lrphase check — {source}" if source else "lrphase check"
+    if result.probe is None:
+        console.print(f"[bold]{title}[/]")
+        console.print(f"[bold yellow]NOT CHECKED[/] (exit {result.exit_code}): {result.message}")
+        return
+    ph, est = result.probe.phases, result.probe.estimate
+    table = Table(title=title, title_justify="left", show_header=True, header_style="bold")
+    table.add_column("quantity")
+    table.add_column("value", justify="right")
+    table.add_column("meaning")
+    table.add_row("η", f"{result.lr:.4g}", f"the rate checked, for {result.optimizer.describe()}")
+    table.add_row("λ₀", f"{est.lambda0:.5g}", f"top eigenvalue of the Gauss–Newton matrix of {est.loss.formula}")
+    table.add_row("η·λ₀", f"{result.eta_lambda0:.4g}", "the rate in units of 1/λ₀")
+    table.add_row(f"η_crit = {ph.optimizer.crit_formula()}", f"{ph.eta_crit:.4g}", "lazy below, catapult above")
+    table.add_row(f"η_max = {ph.optimizer.max_formula()}", f"{ph.eta_max:.4g}", f"c_act = {ph.c_act:g}; divergent above")
+    table.add_row("recommended η", f"{ph.eta_recommended:.4g}", f"confidence: {ph.confidence}")
+    table.add_row("phase", f"[bold]{result.phase}[/]", f"accepted: {', '.join(result.accept)}; margin {result.margin:g}")
+    console.print(table)
+    if result.suggested_lr is not None:
+        console.print(f"suggested lr: [bold green]{result.suggested_lr:.4g}[/]")
+    verdict = {EXIT_PASS: "[bold green]PASS[/]", EXIT_FAIL: "[bold red]FAIL[/]", EXIT_NOT_CONVERGED: "[bold red]NOT CONVERGED[/]"}
+    console.print(f"{verdict[result.exit_code]} (exit {result.exit_code}): {result.message}")
+    for caveat in ph.caveats:
+        console.print(f"[yellow]caution:[/] {caveat}")
+
+
+def github_annotation(result: CheckResult) -> str:
+    """A GitHub Actions workflow command (``::error``, ``::warning`` or ``::notice``) for the verdict."""
+    return annotation(ANNOTATION_LEVELS.get(result.exit_code, "notice"), result.message)
+
+
+def annotation(level: str, message: str) -> str:
+    """``::level title=lrphase check::message`` with GitHub's escaping of data and properties."""
+    data = message.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+    title = ANNOTATION_TITLE.replace("%", "%25").replace(":", "%3A").replace(",", "%2C")
+    return f"::{level} title={title}::{data}"

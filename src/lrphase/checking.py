@@ -1,0 +1,235 @@
+"""``lrphase check``: place one learning rate in its predicted phase, and pass or fail it.
+
+A rate η passes when it lies in an accepted phase (default: lazy or catapult; divergent never
+passes). With a margin m ≥ 0 every rate in [η/(1+m), η·(1+m)] must lie in an accepted phase:
+η must be at least a factor 1+m away from each boundary between an accepted and a rejected
+phase, while a boundary between two accepted phases needs no distance. m = 0 checks η alone.
+
+A failing rate gets a suggestion: the first that passes of the recommended rate η_rec, the
+catapult window's geometric centre √(η_crit·η_max) and η_crit/(2(1+m)), deep in the lazy phase
+(none when none passes).
+
+Exit codes, stable and shared with the CLI: 0 the rate passes, 1 it fails, 3 λ₀ did not converge
+(the verdict is unreliable), 5 the prediction does not apply to the optimizer (adaptive ones such
+as Adam: nothing was checked). The CLI adds 2 (bad input or usage) and 4 (internal error).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from torch import nn
+
+from .config import ACCEPTABLE_PHASES, Settings, validate
+from .errors import InputError
+from .optimizers import Optimizer
+from .phases import PHASE_NAMES, PhasePrediction
+from .probing import ProbeResult, probe
+from .spec import ModelSpec
+
+EXIT_PASS = 0
+EXIT_FAIL = 1
+EXIT_NOT_CONVERGED = 3
+EXIT_NOT_APPLICABLE = 5
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where a rate falls: its phase, whether it passes, and what to try instead when it does not."""
+
+    phase: str
+    accepted: bool
+    suggested_lr: float | None
+    message: str
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """One checked learning rate. ``probe`` and ``placement`` are None when the prediction does not apply."""
+
+    lr: float
+    optimizer: Optimizer
+    accept: tuple[str, ...]
+    margin: float
+    probe: ProbeResult | None
+    placement: Placement | None
+
+    @property
+    def applies(self) -> bool:
+        return self.optimizer.applies
+
+    @property
+    def phases(self) -> PhasePrediction | None:
+        return self.probe.phases if self.probe else None
+
+    @property
+    def phase(self) -> str | None:
+        return self.placement.phase if self.placement else None
+
+    @property
+    def accepted(self) -> bool | None:
+        return self.placement.accepted if self.placement else None
+
+    @property
+    def suggested_lr(self) -> float | None:
+        return self.placement.suggested_lr if self.placement else None
+
+    @property
+    def lambda0(self) -> float | None:
+        return self.probe.estimate.lambda0 if self.probe else None
+
+    @property
+    def eta_lambda0(self) -> float | None:
+        """η·λ₀: the rate in units of 1/λ₀ (plain GD: lazy below 2, divergent above c_act)."""
+        return self.lr * self.lambda0 if self.probe else None
+
+    @property
+    def converged(self) -> bool | None:
+        return self.probe.estimate.converged if self.probe else None
+
+    @property
+    def message(self) -> str:
+        """The verdict in one line."""
+        if self.placement is None:
+            return f"lr {self.lr:.4g} was not checked: {self.optimizer.reason}"
+        if not self.converged:
+            return f"λ₀ did not converge, so the verdict is unreliable (raise --max-iter or loosen --tol): {self.placement.message}"
+        return self.placement.message
+
+    @property
+    def exit_code(self) -> int:
+        if self.placement is None:
+            return EXIT_NOT_APPLICABLE
+        if not self.converged:
+            return EXIT_NOT_CONVERGED
+        return EXIT_PASS if self.placement.accepted else EXIT_FAIL
+
+
+def passes(phases: PhasePrediction, lr: float, *, accept: Sequence[str], margin: float = 0.0) -> bool:
+    """Whether every rate in [lr/(1+margin), lr·(1+margin)] lies in an accepted phase."""
+    first = PHASE_NAMES.index(phases.phase_of(lr / (1.0 + margin)))
+    last = PHASE_NAMES.index(phases.phase_of(lr * (1.0 + margin)))
+    return all(name in accept for name in PHASE_NAMES[first : last + 1])
+
+
+def place(phases: PhasePrediction, lr: float, *, accept: Sequence[str], margin: float = 0.0) -> Placement:
+    """Place ``lr`` in ``phases`` and judge it against the accepted phases and the margin (module doc)."""
+    phase = phases.phase_of(lr)
+    ok = passes(phases, lr, accept=accept, margin=margin)
+    where = (
+        f"lr {lr:.4g} is {phase} (η·λ₀ = {lr * phases.lambda0:.3g}; lazy below η_crit = {phases.eta_crit:.4g}, "
+        f"divergent from η_max = {phases.eta_max:.4g})"
+    )
+    accepted = ", ".join(accept)
+    if ok:
+        return Placement(phase, True, None, f"{where}: passes (accepted: {accepted})")
+    suggestion = _suggest(phases, accept=accept, margin=margin)
+    advice = f"; try lr = {suggestion:.4g}" if suggestion is not None else "; no rate passes these settings"
+    if phase not in accept:
+        return Placement(phase, False, suggestion, f"{where}: {phase} is not accepted (accepted: {accepted}){advice}")
+    bound, name = _nearest_rejected_boundary(phases, lr, accept)
+    side = f"≤ {bound / (1.0 + margin):.4g}" if lr < bound else f"≥ {bound * (1.0 + margin):.4g}"
+    return Placement(
+        phase, False, suggestion,
+        f"{where}: within the margin {margin:g} of {name} = {bound:.4g} (needs lr {side}){advice}",
+    )
+
+
+def _nearest_rejected_boundary(phases: PhasePrediction, lr: float, accept: Sequence[str]) -> tuple[float, str]:
+    boundaries = [
+        (phases.eta_crit, "η_crit", ("lazy", "catapult")),
+        (phases.eta_max, "η_max", ("catapult", "divergent")),
+    ]
+    separating = [(b, name) for b, name, (below, above) in boundaries if (below in accept) != (above in accept)]
+    return min(separating, key=lambda item: abs(math.log(item[0] / lr)))
+
+
+def _suggest(phases: PhasePrediction, *, accept: Sequence[str], margin: float) -> float | None:
+    candidates = (
+        phases.eta_recommended,
+        math.sqrt(phases.eta_crit * phases.eta_max),
+        phases.eta_crit / (2.0 * (1.0 + margin)),
+    )
+    return next((c for c in candidates if passes(phases, c, accept=accept, margin=margin)), None)
+
+
+def check(
+    model: nn.Module,
+    data: Any,
+    *,
+    lr: float | None = None,
+    optimizer: str | Optimizer | Any = "sgd",
+    momentum: float | None = None,
+    nesterov: bool | None = None,
+    weight_decay: float | None = None,
+    dampening: float | None = None,
+    accept: Sequence[str] | str = ACCEPTABLE_PHASES,
+    margin: float = 0.0,
+    loss: Any = None,
+    c_act: float | None = None,
+    jvp_mode: str = "double",
+    progress: Callable[[int, int], None] | None = None,
+    **options: Any,
+) -> CheckResult:
+    """Estimate λ₀ of ``model`` on ``data`` and judge the learning rate ``lr`` for ``optimizer``.
+
+    ``optimizer`` is a name (``"sgd"``, ``"adam"``, …) with ``momentum``, ``nesterov``,
+    ``weight_decay`` and ``dampening`` as in ``torch.optim.SGD``; an :class:`Optimizer`; or a
+    ``torch.optim`` optimizer instance, whose first parameter group also supplies ``lr`` when it
+    is not given. For an optimizer the prediction does not apply to, λ₀ is not estimated and the
+    result says why. ``options`` go to :func:`lrphase.estimate_lambda0`; ``jvp_mode`` defaults
+    to ``"double"`` so the arithmetic, and the verdict, never depend on timing.
+    """
+    spec, group_lr = _optimizer(optimizer, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay, dampening=dampening)
+    lr = lr if lr is not None else group_lr
+    if lr is None:
+        raise InputError("no learning rate to check: pass --lr (lr= in Python), or set lr in [tool.lrphase] or the model file")
+    where = "passed to lrphase.check"
+    lr = validate("lr", lr, where)
+    accept = validate("accept", accept, where)
+    margin = validate("margin", margin, where)
+    if not spec.applies:
+        return CheckResult(lr, spec, accept, margin, None, None)
+    probed = probe(model, data, loss=loss, c_act=c_act, optimizer=spec, jvp_mode=jvp_mode, progress=progress, **options)
+    return CheckResult(lr, spec, accept, margin, probed, place(probed.phases, lr, accept=accept, margin=margin))
+
+
+def check_spec(spec: ModelSpec, settings: Settings, *, progress: Callable[[int, int], None] | None = None) -> CheckResult:
+    """:func:`check` a loaded model file with resolved settings (the model file's defaults fill the gaps)."""
+    settings = settings.with_model_defaults(spec.defaults, source=spec.source)
+    return check(
+        spec.model, spec.data, lr=settings.lr, optimizer=settings.optimizer_spec(), accept=settings.accept,
+        margin=settings.margin, loss=settings.loss or spec.loss, c_act=settings.c_act, jvp_mode=settings.jvp or "double",
+        progress=progress, **settings.estimate_options(),
+    )
+
+
+def _optimizer(
+    optimizer: str | Optimizer | Any,
+    *,
+    momentum: float | None,
+    nesterov: bool | None,
+    weight_decay: float | None,
+    dampening: float | None,
+) -> tuple[Optimizer, float | None]:
+    """The optimizer spec, and the learning rate of a torch optimizer's first parameter group."""
+    if isinstance(optimizer, str):
+        spec = Optimizer(
+            name=optimizer.lower(), momentum=momentum or 0.0, nesterov=bool(nesterov),
+            weight_decay=weight_decay or 0.0, dampening=dampening or 0.0,
+        )
+        return spec, None
+    if any(value is not None for value in (momentum, nesterov, weight_decay, dampening)):
+        raise InputError("momentum, nesterov, weight_decay and dampening go with an optimizer name, not an optimizer object")
+    if isinstance(optimizer, Optimizer):
+        return optimizer, None
+    groups = getattr(optimizer, "param_groups", None)
+    if not groups:
+        raise InputError(
+            f"optimizer must be a name such as 'sgd', an lrphase.Optimizer or a torch.optim optimizer, "
+            f"got {type(optimizer).__name__}"
+        )
+    return Optimizer.from_torch(optimizer), float(groups[0]["lr"])
