@@ -94,7 +94,7 @@ def test_sweep_table_and_plot(warmup_file, tmp_path):
 
 
 @pytest.mark.parametrize(("option", "message"), [("--lrs=0.1,abc", "comma-separated numbers"), ("--lrs=-1", "positive"),
-                                                 ("--steps=0", "--steps must be at least 1")])
+                                                 ("--steps=0", "--steps must be")])
 def test_sweep_bad_options(warmup_file, option, message):
     result = runner.invoke(app, ["sweep", warmup_file, option])
     assert result.exit_code == 2

@@ -75,3 +75,44 @@ def test_two_gloo_processes_match_one(tmp_path):
             assert out[loss][0] == pytest.approx(lam, rel=1e-8)
             assert out[loss][1] == pytest.approx(ntk, rel=1e-8)
     assert ranks[0] == ranks[1]
+
+
+MODEL_FILE = """
+import torch
+from torch import nn
+gen = torch.Generator().manual_seed(0)
+model = nn.Sequential(nn.Linear(5, 24), nn.ReLU(), nn.Linear(24, 3))
+data = (torch.randn(64, 5, generator=gen), torch.randint(0, 3, (64,), generator=gen))
+batch_size = 32
+"""
+
+
+def torchrun(tmp_path, *args: str) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+               "--master_port", str(free_port()), "-m", "lrphase", *args]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+
+
+def test_cli_under_torchrun_prints_once_and_matches_one_process(tmp_path):
+    from typer.testing import CliRunner
+
+    from lrphase.cli import app
+
+    model_file = tmp_path / "model.py"
+    model_file.write_text(textwrap.dedent(MODEL_FILE))
+    args = ["probe", str(model_file), "--json", "--dtype", "float64", "--tol", "1e-9"]
+    done = torchrun(tmp_path, *args)
+    assert done.returncode == 0, done.stderr[-2000:]
+    sharded = json.loads(done.stdout)  # exactly one JSON object: only rank 0 prints
+    single = json.loads(CliRunner().invoke(app, args).stdout)
+    assert sharded["lambda0"] == pytest.approx(single["lambda0"], rel=1e-8)
+    assert sharded["eta_crit"] == pytest.approx(single["eta_crit"], rel=1e-8)
+
+    sweep_args = ["sweep", str(model_file), "--json", "--lrs", "0.05,0.5,2,20", "--steps", "30", "--refine", "0"]
+    done = torchrun(tmp_path, *sweep_args)
+    assert done.returncode == 0, done.stderr[-2000:]
+    spread = json.loads(done.stdout)
+    alone = json.loads(CliRunner().invoke(app, sweep_args).stdout)
+    assert [r["phase"] for r in spread["runs"]] == [r["phase"] for r in alone["runs"]]
+    assert [r["lr"] for r in spread["runs"]] == [0.05, 0.5, 2.0, 20.0]

@@ -59,14 +59,32 @@ class JvpMode(str, Enum):
     linearize = "linearize"
 
 
+def _launched_by_torchrun() -> bool:
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def _main_process() -> bool:
+    """Whether this process prints: always, except on ranks other than 0 under torchrun."""
+    if not _launched_by_torchrun():
+        return True
+    from .distributed import world
+
+    return world()[0] == 0
+
+
 def _guarded(debug: bool, body: Callable[[], T]) -> T:
-    """Run ``body``; turn lrphase errors into one line on stderr and their exit code."""
+    """Run ``body`` (in the torchrun process group when launched so); lrphase errors become one line."""
     try:
+        if _launched_by_torchrun():
+            from .distributed import init_from_environment
+
+            init_from_environment()
         return body()
     except LrphaseError as exc:
         if debug:
             raise
-        typer.echo(f"error: {exc}", err=True)
+        if _main_process():
+            typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(exc.exit_code) from None
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)
@@ -109,6 +127,7 @@ def _torch_dtype(dtype: Optional[DType]) -> Any:
 
 TARGET_HELP = "Model file `path.py` (or `path.py:factory`) defining `model` and `data`."
 OPTIONAL_TARGET_HELP = TARGET_HELP + " Default: `model` under \\[tool.lrphase] in pyproject.toml."
+CHUNK_HELP = "Micro-batch size of every curvature product (default: chosen from free memory; train-mode BatchNorm is never split)."
 CONFIG_HELP = "TOML config file (default: \\[tool.lrphase] of the nearest pyproject.toml); options given here override it."
 
 
@@ -126,6 +145,7 @@ def probe(
     max_iter: Optional[int] = typer.Option(None, "--max-iter", help="Lanczos iterations per batch before giving up (default 100)."),
     c_act: Optional[float] = typer.Option(None, "--c-act", help="Override c_act in η_max = c_act/λ₀ (e.g. from `lrphase sweep`)."),
     jvp: Optional[JvpMode] = typer.Option(None, help="How J·v is computed: auto (default) times the candidates once."),
+    chunk_size: Optional[int] = typer.Option(None, "--chunk-size", help=CHUNK_HELP),
     confirm: bool = typer.Option(False, "--confirm", help="Also train briefly at the recommended rate and at 0.5·η_crit to watch the catapult."),
     steps: int = typer.Option(40, help="Gradient-descent steps of each --confirm run."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object (documented keys) and nothing else on stdout."),
@@ -142,13 +162,13 @@ def probe(
 
         settings = resolve_settings(target, config=config, overrides=dict(
             loss=loss, batch_size=batch_size, batches=batches, device=device, dtype=dtype and dtype.value, seed=seed,
-            tol=tol, max_iter=max_iter, c_act=c_act, jvp=jvp and jvp.value,
+            tol=tol, max_iter=max_iter, c_act=c_act, jvp=jvp and jvp.value, chunk_size=chunk_size,
         ))
         spec = load_spec(settings.target, seed=settings.seed)
         settings = settings.with_model_defaults(spec.defaults, source=spec.source)
         options = settings.estimate_options()
         optimizer = settings.optimizer_spec()
-        with _progress(not as_json, "estimating λ₀") as update:
+        with _progress(not as_json and _main_process(), "estimating λ₀") as update:
             result = run_probe(
                 spec.model, spec.data, loss=settings.loss or spec.loss, c_act=settings.c_act, optimizer=optimizer,
                 jvp_mode=settings.jvp or "auto", progress=update, **options,
@@ -156,16 +176,16 @@ def probe(
         confirmation = None
         if confirm:
             from .confirm import confirm as run_confirm
-            from .dynamics import SGDSettings
 
             if steps < 1:
                 raise InputError(f"--steps must be at least 1, got {steps}")
-            sgd = SGDSettings(momentum=optimizer.momentum, nesterov=optimizer.nesterov, weight_decay=optimizer.weight_decay)
             with _progress(not as_json, "confirming") as update:
                 confirmation = run_confirm(
                     spec.model, spec.data, result, steps=steps, dtype=options["dtype"], seed=settings.seed,
-                    batch_size=settings.batch_size, sgd=sgd if optimizer.applies else None,
+                    batch_size=settings.batch_size, optimizer=optimizer if optimizer.applies else None,
                 )
+        if not _main_process():
+            return 0 if result.estimate.converged else 3
         if as_json:
             from .dynamics_report import confirmation_to_dict
 
@@ -194,16 +214,17 @@ def probe(
 
 @app.command()
 def sweep(
-    target: str = typer.Argument(..., help=TARGET_HELP, show_default=False),
-    steps: int = typer.Option(200, help="Gradient-descent steps per learning rate."),
+    target: Optional[str] = typer.Argument(None, help=OPTIONAL_TARGET_HELP, show_default=False),
+    config: Optional[str] = typer.Option(None, "--config", help=CONFIG_HELP),
+    steps: Optional[int] = typer.Option(None, help="Gradient-descent steps per learning rate (default 200)."),
     points: int = typer.Option(16, help="Log-spaced rates from 0.25·η_crit to 1.5·η_max."),
     lrs: Optional[str] = typer.Option(None, help="Explicit comma-separated learning rates instead of the grid."),
     refine: int = typer.Option(3, help="Bisection runs per boundary after the grid."),
     loss: Optional[str] = typer.Option(None, help="Loss; overrides the file's `loss` (see `probe --help`)."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Samples in the fixed training batch."),
-    device: str = typer.Option("auto", help="auto | cpu | cuda | mps."),
+    device: Optional[str] = typer.Option(None, help="auto (default) | cpu | cuda | mps."),
     dtype: Optional[DType] = typer.Option(None, help="Compute dtype (default: the model's own)."),
-    seed: int = typer.Option(0, help="Seed for the model file, the batch and Lanczos."),
+    seed: Optional[int] = typer.Option(None, help="Seed for the model file, the batch and Lanczos (default 0)."),
     c_act: Optional[float] = typer.Option(None, "--c-act", help="c_act for the predicted η_max and the grid's top."),
     out: Optional[str] = typer.Option(None, help="Folder: each finished run is saved there at once and reused on rerun."),
     plot: Optional[str] = typer.Option(None, help="Write the phase diagram to this image file (needs matplotlib)."),
@@ -213,32 +234,39 @@ def sweep(
     """Train at a grid of learning rates and measure the phase boundaries on your model."""
 
     def body() -> int:
+        from .config import resolve_settings
         from .dynamics_report import render_sweep, sweep_to_dict
-        from .errors import InputError
         from .spec import load_spec
         from .sweep import run_sweep
 
         rates = _parse_rates(lrs) if lrs is not None else None
-        if c_act is not None and c_act <= 2:
-            raise InputError(f"--c-act must exceed 2 (η_max above η_crit = 2/λ₀), got {c_act:g}")
-        spec = load_spec(target, seed=seed)
-        with _progress(not as_json, "sweeping") as update:
+        settings = resolve_settings(target, config=config, overrides=dict(
+            steps=steps, loss=loss, batch_size=batch_size, device=device, dtype=dtype and dtype.value, seed=seed,
+            c_act=c_act,
+        ))
+        spec = load_spec(settings.target, seed=settings.seed)
+        settings = settings.with_model_defaults(spec.defaults, source=spec.source)
+        optimizer = settings.optimizer_spec()
+        with _progress(not as_json and _main_process(), "sweeping") as update:
             result = run_sweep(
-                spec.model, spec.data, loss=loss or spec.loss, lrs=rates, points=points, steps=steps, refine=refine,
-                c_act=c_act, batch_size=batch_size or spec.defaults.get("batch_size"), device=device,
-                dtype=_torch_dtype(dtype), seed=seed, out_dir=out,
+                spec.model, spec.data, loss=settings.loss or spec.loss, lrs=rates, points=points,
+                steps=settings.steps or 200, refine=refine, c_act=settings.c_act, batch_size=settings.batch_size,
+                device=settings.device, dtype=settings.estimate_options()["dtype"], seed=settings.seed,
+                tol=settings.tol, max_iter=settings.max_iter, optimizer=optimizer, out_dir=out,
                 on_run=(lambda run, done, total: update(done, total)) if update else None,
             )
+        if not _main_process():
+            return 0
         if plot:
             from .plots import plot_sweep
 
             plot_sweep(result, plot)
         if as_json:
-            typer.echo(json.dumps(sweep_to_dict(result, source=target), indent=2))
+            typer.echo(json.dumps(sweep_to_dict(result, source=settings.target), indent=2))
         else:
             from rich.console import Console
 
-            render_sweep(result, Console(), source=target)
+            render_sweep(result, Console(), source=settings.target)
             if plot:
                 typer.echo(f"phase diagram written to {plot}")
         return 0

@@ -120,6 +120,7 @@ KEYS: dict[str, Key] = {
     "max_iter": _integer(1),
     "jvp": _string(("auto", "double", "jvp", "linearize")),
     "steps": _integer(1),
+    "chunk_size": _integer(1),
 }
 
 
@@ -163,6 +164,7 @@ class Settings:
     max_iter: int = 100
     jvp: str | None = None
     steps: int | None = None
+    chunk_size: int | None = None
 
     def with_model_defaults(self, defaults: Mapping[str, Any], *, source: str | None = None) -> Settings:
         """Fill what neither the command line nor the config set from the model file's ``defaults``.
@@ -193,7 +195,7 @@ class Settings:
         return dict(
             batch_size=self.batch_size, batches=self.batches, device=self.device,
             dtype=getattr(torch, self.dtype) if self.dtype else None, tol=self.tol, max_iter=self.max_iter,
-            seed=self.seed,
+            seed=self.seed, chunk_size=self.chunk_size,
         )
 
 

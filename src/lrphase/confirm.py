@@ -13,7 +13,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from .dynamics import Run, SGDSettings, make_trainer
+from .dynamics import Run, make_trainer
+from .optimizers import Optimizer
 from .probing import ProbeResult
 from .verdict import Verdict, classify_run
 
@@ -33,7 +34,7 @@ class Confirmation:
     """Both confirmation runs and, if the recommended rate did not catapult, what to try."""
 
     runs: tuple[ConfirmedRun, ...]
-    sgd: SGDSettings
+    optimizer: Optimizer
     advice: str | None
 
 
@@ -47,20 +48,20 @@ def confirm(
     batch_size: int | None = None,
     dtype: torch.dtype | None = None,
     seed: int = 0,
-    sgd: SGDSettings | None = None,
+    optimizer: Optimizer | None = None,
 ) -> Confirmation:
     """Train at ``probed``'s recommended rate and at 0.5·η_crit; classify both runs."""
     est, ph = probed.estimate, probed.phases
     trainer = make_trainer(
         model, data, loss=est.loss, batch_size=batch_size, device=torch.device(est.device), dtype=dtype,
-        seed=seed, sgd=sgd, jvp_mode=est.jvp_mode, tol=est.tol, initial=est.per_batch[0].gn,
+        seed=seed, optimizer=optimizer, jvp_mode=est.jvp_mode, tol=est.tol, initial=est.per_batch[0].gn,
     )
     runs = []
     for role, lr in (("recommended", ph.eta_recommended), ("reference", 0.5 * ph.eta_crit)):
         run = trainer.run(lr, steps, track_every=track_every)
         verdict = classify_run(run.losses, lr, lambda_start=run.lambda_start, lambda_end=run.lambda_end)
         runs.append(ConfirmedRun(role, ph.phase_of(lr), run, verdict))
-    return Confirmation(tuple(runs), trainer.sgd, _advice(runs[0], steps))
+    return Confirmation(tuple(runs), trainer.optimizer, _advice(runs[0], steps))
 
 
 def _advice(recommended: ConfirmedRun, steps: int) -> str | None:

@@ -1,4 +1,4 @@
-"""λ₀ across processes with ``torch.distributed`` (launched by ``torchrun``).
+"""λ₀ and sweeps across processes with ``torch.distributed`` (launched by ``torchrun``).
 
 Each batch is sharded by sample across the ranks: rank r holds samples
 [r·m/R, (r+1)·m/R) and the matching slice of every Lanczos vector. One operator product
@@ -88,6 +88,15 @@ def any_rank(flag: bool) -> bool:
     t = torch.tensor([1.0 if flag else 0.0], device=device)
     dist.all_reduce(t)
     return bool(t.item() > 0)
+
+
+def gather_objects(items: list) -> list:
+    """The concatenation over ranks of every rank's ``items`` (picklable objects)."""
+    if world()[1] == 1:
+        return list(items)
+    gathered: list = [None] * world()[1]
+    dist.all_gather_object(gathered, items)
+    return [item for part in gathered for item in part]
 
 
 class ShardedProducts:

@@ -25,26 +25,10 @@ from .jacobian import JacobianProducts
 from .lanczos import LanczosResult, lanczos_top
 from .losses import Loss
 from .operators import gauss_newton
+from .optimizers import Optimizer
 from .verdict import EXPLODE_RATIO, RiseTracker
 
 CATAPULT_CHECK_EVERY = 5
-
-
-@dataclass(frozen=True)
-class SGDSettings:
-    """``torch.optim.SGD`` hyperparameters other than the learning rate (defaults: plain GD)."""
-
-    momentum: float = 0.0
-    nesterov: bool = False
-    weight_decay: float = 0.0
-
-    def describe(self) -> str:
-        if not (self.momentum or self.weight_decay):
-            return "plain gradient descent"
-        parts = [f"{'Nesterov' if self.nesterov else 'heavy-ball'} momentum {self.momentum:g}"] if self.momentum else []
-        if self.weight_decay:
-            parts.append(f"weight decay {self.weight_decay:g}")
-        return "SGD with " + ", ".join(parts)
 
 
 @dataclass(frozen=True)
@@ -80,7 +64,7 @@ class Trainer:
     x: Any
     target: torch.Tensor
     loss: Loss
-    sgd: SGDSettings = field(default_factory=SGDSettings)
+    optimizer: Optimizer = field(default_factory=Optimizer)
     seed: int = 0
     jvp_mode: str = "double"
     tol: float = 1e-3
@@ -132,8 +116,10 @@ class Trainer:
         """
         model = copy.deepcopy(self.clone)
         params = [p for p in model.parameters() if p.requires_grad]
+        opt = self.optimizer
         optimizer = torch.optim.SGD(
-            params, lr=lr, momentum=self.sgd.momentum, nesterov=self.sgd.nesterov, weight_decay=self.sgd.weight_decay
+            params, lr=lr, momentum=opt.momentum, nesterov=opt.nesterov, weight_decay=opt.weight_decay,
+            dampening=opt.dampening,
         )
         losses: list[float] = []
         curvature = [(0, self.initial_curvature())]
@@ -185,7 +171,7 @@ def make_trainer(
     device: torch.device,
     dtype: torch.dtype | None,
     seed: int = 0,
-    sgd: SGDSettings | None = None,
+    optimizer: Optimizer | None = None,
     jvp_mode: str = "double",
     tol: float = 1e-3,
     max_iter: int = 100,
@@ -205,7 +191,7 @@ def make_trainer(
         out = _flat(clone(*(x if isinstance(x, (tuple, list)) else (x,))))
     target = loss.prepare_targets(y, out)
     trainer = Trainer(
-        clone=clone, x=x, target=target, loss=loss, sgd=sgd or SGDSettings(), seed=seed,
+        clone=clone, x=x, target=target, loss=loss, optimizer=optimizer or Optimizer(), seed=seed,
         jvp_mode="double" if jvp_mode == "auto" else jvp_mode, tol=tol, max_iter=max_iter,
     )
     if initial is not None:

@@ -45,7 +45,7 @@ def _run_record(run: Run, verdict: Verdict) -> dict[str, Any]:
 def confirmation_to_dict(confirmation: Confirmation) -> dict[str, Any]:
     """The ``confirm`` section of the probe's JSON."""
     return {
-        "optimizer": confirmation.sgd.describe(),
+        "optimizer": confirmation.optimizer.describe(),
         "advice": confirmation.advice,
         "runs": [
             {
@@ -62,7 +62,7 @@ def confirmation_to_dict(confirmation: Confirmation) -> dict[str, Any]:
 
 def render_confirmation(confirmation: Confirmation, console: Console) -> None:
     """The two confirmation runs: verdict, peak, λ at the end against 2/η, and the loss curve."""
-    table = Table(title=f"confirmation: {confirmation.sgd.describe()} on one fixed batch", title_justify="left",
+    table = Table(title=f"confirmation: {confirmation.optimizer.describe()} on one fixed batch", title_justify="left",
                   header_style="bold")
     for column in ("run", "η", "predicted", "observed", "peak L/L₀ @step", "λ_end", "2/η"):
         table.add_column(column, justify="left" if column in ("run", "predicted", "observed") else "right")
@@ -97,7 +97,7 @@ def sweep_to_dict(result: SweepResult, *, source: str | None = None) -> dict[str
         "eta_max_bracket": [result.max.below, result.max.above] if result.max else None,
         "c_act_fitted": result.c_act_fitted,
         "loss": result.probe.estimate.loss.name,
-        "optimizer": result.sgd.describe(),
+        "optimizer": result.optimizer.describe(),
         "steps": result.steps,
         "batch_size": result.probe.estimate.batch_size,
         "runs": [_run_record(r.run, r.verdict) for r in result.runs],
@@ -108,7 +108,7 @@ def render_sweep(result: SweepResult, console: Console, *, source: str | None = 
     """Per-rate table with loss curves, then predicted against empirical boundaries."""
     ph = result.probe.phases
     title = f"lrphase sweep — {source}" if source else "lrphase sweep"
-    table = Table(title=f"{title} ({result.steps} steps, {result.sgd.describe()})", title_justify="left", header_style="bold")
+    table = Table(title=f"{title} ({result.steps} steps, {result.optimizer.describe()})", title_justify="left", header_style="bold")
     for column in ("η", "η·λ₀", "phase", "peak L/L₀", "final L/L₀", "λ_end", "η·λ_end", "loss (log scale)"):
         table.add_column(column, justify="left" if column in ("phase", "loss (log scale)") else "right")
     for r in result.runs:

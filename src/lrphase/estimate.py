@@ -116,6 +116,7 @@ def estimate_lambda0(
     seed: int = 0,
     jvp_mode: str = "auto",
     chunk_size: int | None = None,
+    distributed: bool | None = None,
     progress: ProgressCallback | None = None,
 ) -> Lambda0Estimate:
     """Estimate λ₀ of ``model`` on ``data`` for ``loss``, matrix-free, without touching ``model``.
@@ -125,7 +126,9 @@ def estimate_lambda0(
     ``nn.CrossEntropyLoss()``. Lanczos stops when its error bound certifies ``tol`` relative
     accuracy; the result says whether every batch converged within ``max_iter`` steps.
     ``chunk_size`` micro-batches every product (see :mod:`lrphase.chunked`); ``None`` chooses
-    automatically from the device's free memory.
+    automatically from the device's free memory. Under ``torch.distributed`` each batch is
+    sharded across the ranks (see :mod:`lrphase.distributed`); ``distributed=False`` keeps
+    every rank on whole batches.
     """
     if jvp_mode not in JVP_MODES:
         raise InputError(f"unknown J·v mode '{jvp_mode}': use one of {', '.join(JVP_MODES)}")
@@ -141,7 +144,7 @@ def estimate_lambda0(
         mode = jvp_mode
         results: list[BatchCurvature] = []
         notes: list[str] = []
-        sharded = world()[1] > 1
+        sharded = world()[1] > 1 and distributed is not False
         if sharded and batch_coupled(clone):
             raise InputError(
                 "train-mode BatchNorm cannot be sharded across processes (each shard would use its own "

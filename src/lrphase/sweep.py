@@ -26,7 +26,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from .dynamics import Run, SGDSettings, make_trainer
+from .dynamics import Run, make_trainer
+from .optimizers import Optimizer
+from .distributed import gather_objects, world
 from .errors import InputError
 from .probing import ProbeResult, probe
 from .verdict import Verdict, classify_run
@@ -65,7 +67,7 @@ class SweepResult:
     steps: int
     crit: Boundary | None
     max: Boundary | None
-    sgd: SGDSettings
+    optimizer: Optimizer
 
     @property
     def eta_crit_empirical(self) -> float | None:
@@ -104,13 +106,14 @@ def run_sweep(
     seed: int = 0,
     tol: float = 1e-3,
     max_iter: int = 100,
-    sgd: SGDSettings | None = None,
+    optimizer: Optimizer | None = None,
     out_dir: str | Path | None = None,
     on_run: Callable[[SweepRun, int, int], None] | None = None,
 ) -> SweepResult:
     """Train at each rate of ``lrs`` (default: :func:`default_grid`) and locate the phase boundaries.
 
-    λ₀ is measured on the training batch. With ``out_dir`` each finished run is written to
+    λ₀ is measured on the training batch. Under ``torch.distributed`` the grid's rates are
+    shared out across the ranks (the bisection runs are repeated on every rank). With ``out_dir`` each finished run is written to
     ``out_dir/run-<lr>.json`` at once, and runs already there with the same settings are reused.
     """
     if steps < 1 or refine < 0:
@@ -118,15 +121,15 @@ def run_sweep(
     if lrs is not None and (not lrs or any(not lr > 0 for lr in lrs)):
         raise InputError("--lrs must list positive learning rates")
     probed = probe(
-        model, data, loss=loss, c_act=c_act, batch_size=batch_size, batches=1, device=device, dtype=dtype,
-        seed=seed, tol=tol, max_iter=max_iter,
+        model, data, loss=loss, c_act=c_act, optimizer=optimizer, batch_size=batch_size, batches=1, device=device,
+        dtype=dtype, seed=seed, tol=tol, max_iter=max_iter, distributed=False,
     )
     est, ph = probed.estimate, probed.phases
     trainer = make_trainer(
         model, data, loss=est.loss, batch_size=batch_size, device=torch.device(est.device), dtype=dtype, seed=seed,
-        sgd=sgd, jvp_mode=est.jvp_mode, tol=tol, max_iter=max_iter, initial=est.per_batch[0].gn,
+        optimizer=optimizer, jvp_mode=est.jvp_mode, tol=tol, max_iter=max_iter, initial=est.per_batch[0].gn,
     )
-    store = _RunStore(out_dir, dict(steps=steps, seed=seed, batch_size=est.batch_size, loss=est.loss.name, sgd=asdict(trainer.sgd)))
+    store = _RunStore(out_dir, dict(steps=steps, seed=seed, batch_size=est.batch_size, loss=est.loss.name, optimizer=asdict(trainer.optimizer)))
     grid = sorted(lrs) if lrs is not None else default_grid(ph.eta_crit, ph.eta_max, points)
     total = len(grid) + 2 * refine
     done: dict[float, SweepRun] = {}
@@ -140,14 +143,17 @@ def run_sweep(
             on_run(result, len(done), total)
         return result
 
-    for lr in grid:
-        train(lr)
+    rank, size = world()
+    mine = [train(lr) for lr in grid[rank::size]]
+    if size > 1:  # every rank trains every size-th rate of the grid; all ranks then hold all runs
+        for sweep_run in gather_objects(mine):
+            done.setdefault(sweep_run.run.lr, sweep_run)
     crit = _bracket(done, lambda p: p != "lazy")
     top = _bracket(done, lambda p: p not in CONVERGING)
     crit = _refine(crit, train, lambda p: p != "lazy", refine)
     top = _refine(top, train, lambda p: p not in CONVERGING, refine)
     runs = tuple(done[lr] for lr in sorted(done))
-    return SweepResult(probed, est.lambda0, runs, steps, crit, top, trainer.sgd)
+    return SweepResult(probed, est.lambda0, runs, steps, crit, top, trainer.optimizer)
 
 
 def _bracket(done: dict[float, SweepRun], fails: Callable[[str], bool]) -> Boundary | None:
