@@ -175,7 +175,7 @@ def probe(
             )
         confirmation = None
         if confirm:
-            from .confirm import confirm as run_confirm
+            from .confirming import confirm as run_confirm
 
             if steps < 1:
                 raise InputError(f"--steps must be at least 1, got {steps}")

@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from .charts import sparkline
-from .confirm import Confirmation
+from .confirming import Confirmation
 from .dynamics import Run
 from .sweep import SweepResult
 from .verdict import Verdict
