@@ -81,15 +81,9 @@ class Loss:
                 return y.to(out.dtype)
             if y.dtype.is_floating_point or y.reshape(-1).shape[0] != m:
                 raise InputError(f"cross-entropy needs one integer class per sample (shape ({m},)), got targets of shape {tuple(y.shape)}")
-            y = y.reshape(m).long()
-            if y.min() < 0 or y.max() >= k:
-                raise InputError(f"class labels must lie in [0, {k}) for a model with {k} outputs; got {y.min().item()}..{y.max().item()}")
-            return y
+            return _class_labels(y, m, k)
         if not y.dtype.is_floating_point and y.reshape(-1).shape[0] == m and k > 1:
-            y = y.reshape(m).long()
-            if y.min() < 0 or y.max() >= k:
-                raise InputError(f"class labels must lie in [0, {k}) for a model with {k} outputs; got {y.min().item()}..{y.max().item()}")
-            return F.one_hot(y, k).to(out.dtype)
+            return F.one_hot(_class_labels(y, m, k), k).to(out.dtype)
         if y.numel() != m * k:
             raise InputError(f"targets of shape {tuple(y.shape)} do not match model outputs of shape {tuple(out.shape)}")
         return y.reshape(m, k).to(out.dtype)
@@ -100,6 +94,14 @@ class Loss:
             return F.cross_entropy(out, target, reduction=self.reduction)
         sq = (out - target).pow(2)
         return {"paper": lambda: sq.mean() / 2, "mean": sq.mean, "sum": sq.sum}[self.reduction]()
+
+
+def _class_labels(y: torch.Tensor, m: int, k: int) -> torch.Tensor:
+    """Integer labels as a (m,) long tensor, checked to lie in [0, k)."""
+    y = y.reshape(m).long()
+    if y.min() < 0 or y.max() >= k:
+        raise InputError(f"class labels must lie in [0, {k}) for a model with {k} outputs; got {y.min().item()}..{y.max().item()}")
+    return y
 
 
 PAPER_MSE = Loss("mse", "L = 1/(2km) Σ (f − y)²  (paper)", "mse", "paper")
