@@ -23,7 +23,7 @@ from .distributed import ShardedProducts, all_reduce_sum, any_rank, shard, shard
 from .errors import InputError
 from .isolation import ModeReport, preserved_rng, working_copy
 from .chunked import ChunkedJacobianProducts, auto_chunk_size, batch_coupled
-from .jacobian import JVP_MODES, JacobianProducts, choose_fastest
+from .jacobian import JVP_MODES, JacobianProducts
 from .lanczos import LanczosResult, lanczos_top
 from .losses import Loss, resolve_loss
 from .operators import gauss_newton, ntk
@@ -157,13 +157,12 @@ def estimate_lambda0(
             if chunk is not None:
                 products = ChunkedJacobianProducts(clone, x, chunk_size=chunk, seed=seed)
             else:
-                products = JacobianProducts(clone, x, mode="double" if mode == "auto" else mode, seed=seed)
+                products = JacobianProducts(clone, x, mode=mode, seed=seed)
             _check_outputs(products.output, loss_spec, index)
-            if chunk is None and mode == "auto":
-                mode = choose_fastest(products)
             if sharded:
                 products = ShardedProducts(products)
             results.append(_batch_curvature(products, loss_spec, tol, max_iter, seed + index, samples))
+            mode = products.mode  # "auto" decides on the first batch
             if products.fallback:
                 notes.append(products.fallback)
             if progress is not None:

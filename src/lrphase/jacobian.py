@@ -9,8 +9,10 @@ autograd graph, and every Jᵀu is a backward pass through it (``torch.autograd.
 * ``"jvp"`` — forward mode (``torch.autograd.forward_ad``), recomputing the primal each product;
 * ``"linearize"`` — ``torch.func.linearize``: a traced forward-mode graph, primal reused.
 
-``"auto"`` times one product of ``"double"`` and ``"jvp"`` on the first batch and keeps the
-faster (``linearize`` costs a one-off import of ``torch._dynamo``, so it is explicit only).
+``"auto"`` times the first products of the real computation — forward mode, then the double
+backward, then forward mode again (its first call in a process pays one-off set-up) — and
+keeps the faster, so choosing wastes no product (``linearize`` costs a one-off import of
+``torch._dynamo``, so it is explicit only).
 When an operation has no forward-mode rule, forward modes fall back to ``"double"``.
 Plain autograd is used rather than ``torch.func.vjp``, whose first call imports
 ``torch._dynamo`` (about a second of start-up for a command-line tool).
@@ -32,6 +34,7 @@ from torch.func import functional_call
 from .errors import InputError
 
 JVP_MODES = ("auto", "double", "jvp", "linearize")
+AUTO_TRIALS = ("jvp", "double", "jvp")
 Vector = tuple[torch.Tensor, ...]
 
 
@@ -56,7 +59,9 @@ class JacobianProducts:
         self.output = self._out.detach()
         self.fallback: str | None = None
         self.mode = mode
-        if mode is not None:  # None: only Jᵀu will be needed
+        self._trials = list(AUTO_TRIALS) if mode == "auto" else []
+        self._timings: dict[str, float] = {}
+        if mode is not None and mode != "auto":  # None: only Jᵀu will be needed
             self.use(mode)
 
     def use(self, mode: str) -> None:
@@ -110,6 +115,27 @@ class JacobianProducts:
         _, jvp_fn = linearize(lambda p: seeded_forward(self._model, self._x, seed=self._seed, params=p), primals)
         return lambda v: jvp_fn(dict(zip(self._names, v)))
 
+    def _timed_trial(self, v: Vector) -> torch.Tensor:
+        """One product of ``"auto"``'s next trial mode, timed; after the last, keep the fastest."""
+        mode = self._trials.pop(0)
+        if mode != self.mode:
+            self.use(mode)
+        if self.mode != mode:  # no forward-mode rule: double it is
+            self._trials.clear()
+            self.fallback = None
+            return self._jvp_impl(v)
+        _synchronize(self.output)
+        start = time.perf_counter()
+        with _quiet_torch_internals():
+            result = self._jvp_impl(v)
+        _synchronize(self.output)
+        self._timings[mode] = time.perf_counter() - start
+        if not self._trials:
+            best = min(self._timings, key=self._timings.get)
+            if best != self.mode:
+                self.use(best)
+        return result
+
     def vjp(self, u: torch.Tensor) -> Vector:
         """Jᵀ u for u of shape (m, k): a parameter-space vector."""
         grads = torch.autograd.grad(self._out, self._params, u, retain_graph=True, allow_unused=True)
@@ -117,6 +143,8 @@ class JacobianProducts:
 
     def jvp(self, v: Vector) -> torch.Tensor:
         """J v for a parameter-space vector v, as an (m, k) tensor."""
+        if self._trials:
+            return self._timed_trial(v)
         try:
             with _quiet_torch_internals():
                 return self._jvp_impl(v)
@@ -151,26 +179,6 @@ def forward_mode_jvp(model: nn.Module, args: tuple, v: Vector, *, seed: int) -> 
         out = seeded_forward(model, args, seed=seed, params=duals)
         tangent = fwAD.unpack_dual(out).tangent
     return torch.zeros_like(out) if tangent is None else tangent
-
-
-def choose_fastest(products: JacobianProducts, candidates: tuple[str, ...] = ("double", "jvp")) -> str:
-    """Time one J·v product per candidate mode, switch ``products`` to the fastest, return it."""
-    v = products.vjp(torch.ones_like(products.output))
-    timings: dict[str, float] = {}
-    for mode in candidates:
-        products.use(mode)
-        products.jvp(v)  # warm-up: the first call pays one-off costs
-        if products.mode != mode:  # fell back: this mode does not work for the model
-            continue
-        _synchronize(products.output)
-        start = time.perf_counter()
-        products.jvp(v)
-        _synchronize(products.output)
-        timings[mode] = time.perf_counter() - start
-    best = min(timings, key=timings.get) if timings else "double"
-    products.use(best)
-    products.fallback = None
-    return best
 
 
 def _synchronize(t: torch.Tensor) -> None:
