@@ -29,6 +29,7 @@ from .optimizers import Optimizer
 from .verdict import EXPLODE_RATIO, RiseTracker
 
 CATAPULT_CHECK_EVERY = 5
+WARM_START_NOISE = 0.1
 
 
 @dataclass(frozen=True)
@@ -80,6 +81,18 @@ class Trainer:
         self._lambda_init = initial.eigenvalue
         self._vector = initial.eigenvector
 
+    def _warm_start(self, dim: int) -> torch.Tensor | None:
+        """The previous top eigenvector plus a little noise (``WARM_START_NOISE`` of its norm).
+
+        Warm starts make each λ_t cost a few products; the noise keeps every direction in the
+        Krylov space, so a nearby eigenvalue that overtook the old top one is still found.
+        """
+        if self._vector is None:
+            return None
+        noise = torch.randn(dim, generator=torch.Generator().manual_seed(self.seed), dtype=torch.float64)
+        noise = noise.to(self._vector) * (WARM_START_NOISE / noise.norm())
+        return self._vector + noise
+
     def initial_curvature(self) -> float:
         """λ at the shared initialization, computed once for all runs."""
         if self._lambda_init is None:
@@ -94,7 +107,7 @@ class Trainer:
             return math.inf
         result = lanczos_top(
             gauss_newton(products, self.loss), m * k, device=products.output.device, dtype=products.output.dtype,
-            tol=self.tol, max_iter=self.max_iter, seed=self.seed, v0=self._vector,
+            tol=self.tol, max_iter=self.max_iter, seed=self.seed, v0=self._warm_start(m * k),
         )
         self._vector = result.eigenvector
         return result.eigenvalue

@@ -6,8 +6,10 @@ It stops on an error bound, never on a fixed iteration count. For the top Ritz p
 the residual r = ‖A y − θ y‖ = β_j |s_j| (β_j the last off-diagonal, s_j the last component
 of the tridiagonal eigenvector) bounds |θ − λ| for some eigenvalue λ of A; where the top
 eigenvalue is separated by a gap δ from the rest of the spectrum, |θ − λ| ≤ r²/δ
-(Kato–Temple), and δ is estimated by the gap θ₁ − θ₂ between the top two Ritz values. The
-error bound is min(r, r²/(θ₁ − θ₂)); iteration stops once it is ≤ tol·θ.
+(Kato–Temple). δ is estimated from the top two Ritz values as θ₁ − (θ₂ + r₂), with r₂ the
+residual of the second Ritz pair: θ₂ + r₂ bounds the eigenvalue θ₂ approximates from above,
+so a second Ritz value that has not settled yet cannot fake a large gap. The error bound is
+min(r, r²/δ) (just r while δ ≤ 0); iteration stops once it is ≤ tol·θ.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ class LanczosResult:
     """Top Ritz pair of a symmetric operator with its convergence diagnostics.
 
     ``residual`` is ‖A y − θ y‖ for the unit Ritz vector y; ``error_bound`` is
-    min(residual, residual²/(θ₁ − θ₂)); ``converged`` means error_bound ≤ tol·|θ| (or an exact
+    min(residual, residual²/(θ₁ − θ₂ − r₂)); ``converged`` means error_bound ≤ tol·|θ| (or an exact
     invariant subspace was found).
     """
 
@@ -95,9 +97,9 @@ def lanczos_top(
         beta = reduce(torch.dot(w, w)).sqrt()
         alpha_host, beta_host = torch.stack([alpha, beta]).tolist()  # the one sync per step
         alphas.append(alpha_host)
-        theta, second, s_top = _top_ritz_pair(alphas, betas)
+        theta, second, s_top, s_second = _top_ritz_pairs(alphas, betas)
         residual = beta_host * abs(s_top[-1])
-        gap = theta - second if np.isfinite(second) else 0.0
+        gap = theta - (second + beta_host * abs(s_second[-1])) if np.isfinite(second) else 0.0
         bound = min(residual, residual * residual / gap) if gap > 0 else residual
         if on_iteration is not None:
             on_iteration(j + 1, bound / abs(theta) if theta else float("inf"))
@@ -115,15 +117,15 @@ def lanczos_top(
     )
 
 
-def _top_ritz_pair(alphas: list[float], betas: list[float]) -> tuple[float, float, np.ndarray]:
-    """The two largest eigenvalues of the Lanczos tridiagonal and the top (unit) eigenvector.
+def _top_ritz_pairs(alphas: list[float], betas: list[float]) -> tuple[float, float, np.ndarray, np.ndarray]:
+    """The two largest eigenvalues of the Lanczos tridiagonal and their (unit) eigenvectors.
 
     With a single Ritz value the second is -inf (no gap estimate yet).
     """
     if len(alphas) == 1:
-        return alphas[0], -np.inf, np.ones(1)
+        return alphas[0], -np.inf, np.ones(1), np.ones(1)
     n = len(alphas)
     values, vectors = eigh_tridiagonal(
         np.asarray(alphas), np.asarray(betas[: n - 1]), select="i", select_range=(n - 2, n - 1)
     )
-    return float(values[1]), float(values[0]), vectors[:, 1]
+    return float(values[1]), float(values[0]), vectors[:, 1], vectors[:, 0]
