@@ -1,0 +1,364 @@
+"""Speed benchmark: (time to λ₀ within 1e-3 relative error) ÷ (time of one SGD training step).
+
+Everything is measured in one run, on the same batch, for the three example models
+(digits MLP batch 256, small CNN batch 128, ResNet-18 batch 32 with BatchNorm in train mode):
+
+1. one SGD step (forward, loss, backward, ``optimizer.step``) on a deep copy: median after a warm-up;
+2. a reference λ₀ on that batch: dense float64 (per-sample ``torch.func.jacrev``, then
+   the eigenvalues of Sᵀ J Jᵀ S) when J fits in ``--dense-budget-gb``, else lrphase's own
+   Lanczos in float64 with tol=1e-10 (the table says which);
+3. ``estimate_lambda0(model, data, batches=1, batch_size=B, tol=1e-3, loss=...)`` for each
+   J·v mode: median of ``--repeats`` runs after one warm-up, with its relative error.
+
+It also measures the CLI's cold start (``lrphase --help``) and whether ``import lrphase.cli``
+imports torch. Run: ``python benchmarks/speed.py [--models mlp,cnn,resnet] [--repeats N] [--json PATH]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import importlib.util
+import json
+import math
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.console import Console
+from rich.table import Table
+from torch import nn
+from torch.func import functional_call, jacrev, vmap
+
+from lrphase.data import make_batches
+from lrphase.estimate import estimate_lambda0
+from lrphase.isolation import working_copy
+from lrphase.jacobian import JacobianProducts
+from lrphase.lanczos import lanczos_top
+from lrphase.losses import resolve_loss
+from lrphase.operators import gauss_newton
+from lrphase.spec import load_spec
+
+ROOT = Path(__file__).resolve().parents[1]
+MODELS = {  # name: (example file, batch size, dense reference allowed)
+    "mlp": ("examples/digits_mlp.py", 256, True),
+    "cnn": ("examples/small_cnn.py", 128, True),
+    "resnet": ("examples/resnet18.py", 32, False),
+}
+MODES = ("auto", "double", "jvp", "linearize")
+TOL = 1e-3
+SEED = 0
+console = Console(width=None if sys.stdout.isatty() else 120)
+
+
+def _cpu_seconds() -> tuple[float, float] | None:
+    """(busy CPU seconds of the whole machine, CPU seconds of this process and its children), Linux only."""
+    try:
+        fields = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    except (OSError, ValueError, IndexError):
+        return None
+    busy = (sum(fields) - fields[3] - (fields[4] if len(fields) > 4 else 0)) / os.sysconf("SC_CLK_TCK")
+    own = sum(
+        r.ru_utime + r.ru_stime for r in (resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN))
+    )
+    return busy, own
+
+
+def foreign_load(before: tuple[float, float] | None, after: tuple[float, float] | None, wall: float) -> float | None:
+    """Average number of cores other processes kept busy: other users' work skews every timing here."""
+    if before is None or after is None or wall <= 0:
+        return None
+    return max(0.0, ((after[0] - before[0]) - (after[1] - before[1])) / wall)
+
+
+def _median_time(fn, repeats: int, warmup: int = 1) -> tuple[float, list[float], Any]:
+    result = None
+    for _ in range(warmup):
+        result = fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        result = fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), times, result
+
+
+def _flat(out: torch.Tensor) -> torch.Tensor:
+    return out.reshape(out.shape[0], -1) if out.dim() != 1 else out.reshape(-1, 1)
+
+
+def time_sgd_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_spec, lr: float, repeats: int) -> float:
+    """Median wall time of zero_grad + forward + loss + backward + SGD step, on a deep copy."""
+    net = copy.deepcopy(model)  # keeps the user's train/eval modes (BatchNorm stays in train mode)
+    opt = torch.optim.SGD(net.parameters(), lr=lr)
+    with torch.no_grad():
+        target = loss_spec.prepare_targets(y, _flat(net(x)))
+
+    def step() -> None:
+        opt.zero_grad(set_to_none=True)
+        loss_spec.value(_flat(net(x)), target).backward()
+        opt.step()
+
+    median, _, _ = _median_time(step, repeats, warmup=2)
+    return median
+
+
+def _has_coupling(model: nn.Module) -> bool:
+    """True when samples interact (BatchNorm with batch statistics) or forward is random (dropout)."""
+    for sub in model.modules():
+        if isinstance(sub, nn.modules.batchnorm._BatchNorm) and (sub.training or not sub.track_running_stats):
+            return True
+        if isinstance(sub, nn.modules.dropout._DropoutNd) and sub.training and sub.p > 0:
+            return True
+    return False
+
+
+def _output_hessian_sqrt(out: torch.Tensor, loss_spec) -> torch.Tensor:
+    """Dense H^{1/2} (mk × mk) of the loss in output space, written independently of lrphase.losses."""
+    m, k = out.shape
+    if loss_spec.kind == "mse":
+        c = {"paper": 1.0 / (k * m), "mean": 2.0 / (k * m), "sum": 2.0}[loss_spec.reduction]
+        return math.sqrt(c) * torch.eye(m * k, dtype=out.dtype)
+    p = torch.softmax(out, dim=1)
+    h = torch.diag_embed(p) - p[:, :, None] * p[:, None, :]  # (m, k, k) per-sample softmax Hessian
+    if loss_spec.reduction == "mean":
+        h = h / m
+    w, v = torch.linalg.eigh(h)
+    root = v @ torch.diag_embed(w.clamp_min(0).sqrt()) @ v.transpose(1, 2)
+    return torch.block_diag(*root)
+
+
+def dense_reference(model: nn.Module, x: torch.Tensor, loss_spec, budget_bytes: float) -> tuple[float | None, str]:
+    """λ_max(H^{1/2} J Jᵀ H^{1/2}) in float64 with J from per-sample jacrev; None if J is too big."""
+    if _has_coupling(model):
+        return None, "samples are coupled (BatchNorm/dropout): per-sample Jacobian not valid"
+    net = copy.deepcopy(model).double()
+    params = {n: p.detach() for n, p in net.named_parameters() if p.requires_grad}
+    n_params = sum(p.numel() for p in params.values())
+    xd = x.double()
+    with torch.no_grad():
+        out = _flat(net(xd))
+    m, k = out.shape
+    need = m * k * n_params * 8
+    if need > budget_bytes:
+        return None, f"dense J would take {need / 2**30:.1f} GiB > budget {budget_bytes / 2**30:.1f} GiB"
+
+    def f_one(p, xi):  # outputs of one sample: per-sample Jacobians, no cross-sample work
+        return functional_call(net, p, (xi.unsqueeze(0),)).reshape(-1)
+
+    jac = vmap(jacrev(f_one), in_dims=(None, 0), chunk_size=32)(params, xd)
+    kernel = torch.zeros(m * k, m * k, dtype=torch.float64)
+    for j in jac.values():  # K = J Jᵀ accumulated parameter tensor by parameter tensor
+        j = j.reshape(m * k, -1)
+        kernel.addmm_(j, j.T)
+    del jac
+    root = _output_hessian_sqrt(out, loss_spec)
+    a = root @ kernel @ root
+    return torch.linalg.eigvalsh((a + a.T) / 2)[-1].item(), f"dense float64 (per-sample jacrev, {need / 2**30:.2f} GiB J)"
+
+
+def lanczos_reference(model: nn.Module, data: Any, batch_size: int, loss_spec) -> tuple[float, str]:
+    """lrphase's own pipeline in float64 at tol=1e-10, Gauss–Newton operator only (the quantity λ₀)."""
+    (x, _), = make_batches(data, batch_size=batch_size, batches=1, seed=SEED)
+    clone, _ = working_copy(model, device=torch.device("cpu"), dtype=torch.float64)
+    products = JacobianProducts(clone, x.double(), mode="double", seed=SEED)
+    m, k = products.output.shape
+    res = lanczos_top(gauss_newton(products, loss_spec), m * k, dtype=torch.float64, tol=1e-10, max_iter=500, seed=SEED)
+    bound = getattr(res, "relative_error", res.relative_residual)  # certified relative error bound
+    note = f"lrphase Lanczos float64 tol=1e-10 ({res.iterations} it, rel. error bound {bound:.1e})"
+    if not res.converged:
+        note += " NOT CONVERGED"
+    return res.eigenvalue, note
+
+
+def bench_model(name: str, repeats: int, modes: tuple[str, ...], budget_bytes: float) -> dict[str, Any]:
+    path, expected_batch, dense_ok = MODELS[name]
+    cpu_before, wall_start = _cpu_seconds(), time.perf_counter()
+    spec = load_spec(str(ROOT / path), seed=SEED)
+    batch = spec.defaults.get("batch_size", expected_batch)
+    loss_spec = resolve_loss(spec.loss)
+    (x, y), = make_batches(spec.data, batch_size=batch, batches=1, seed=SEED)  # the batch lrphase uses
+    n_params = sum(p.numel() for p in spec.model.parameters() if p.requires_grad)
+    console.print(f"[bold]{name}[/]: {path}, batch {batch}, {n_params:,} parameters, loss {loss_spec.name}")
+
+    sgd = time_sgd_step(spec.model, x, y, loss_spec, float(spec.defaults.get("lr", 0.01)), max(5, 3 * repeats))
+    console.print(f"  SGD step: {sgd * 1e3:.1f} ms")
+
+    start = time.perf_counter()
+    ref, how = (None, "dense not attempted")
+    if dense_ok:
+        ref, how = dense_reference(spec.model, x, loss_spec, budget_bytes)
+        if ref is None:
+            console.print(f"  dense reference skipped: {how}")
+    if ref is None:
+        ref, how = lanczos_reference(spec.model, spec.data, batch, loss_spec)
+    ref_time = time.perf_counter() - start
+    console.print(f"  reference λ₀ = {ref:.10g} [{how}, {ref_time:.1f} s]")
+
+    runs = []
+    for mode in modes:
+        def call(mode=mode):
+            return estimate_lambda0(
+                spec.model, spec.data, batches=1, batch_size=batch, tol=TOL, loss=spec.loss, seed=SEED, jvp_mode=mode
+            )
+
+        median, times, est = _median_time(call, repeats, warmup=1)
+        batch_result = est.per_batch[0]
+        run = {
+            "mode": mode,
+            "used_mode": est.jvp_mode,
+            "seconds_median": median,
+            "seconds": times,
+            "ratio_to_sgd_step": median / sgd,
+            "lambda0": est.lambda0,
+            "relative_error": abs(est.lambda0 - ref) / abs(ref),
+            "gn_iterations": batch_result.gn.iterations,
+            "total_iterations": est.iterations,
+            "converged": est.converged,
+            "notes": list(est.notes),
+        }
+        runs.append(run)
+        console.print(
+            f"  {mode:>9} ({est.jvp_mode}): {median:.3f} s = {run['ratio_to_sgd_step']:.1f}× SGD step, "
+            f"rel. err {run['relative_error']:.1e}, {run['gn_iterations']}/{run['total_iterations']} it"
+        )
+    other = foreign_load(cpu_before, _cpu_seconds(), time.perf_counter() - wall_start)
+    if other is not None and other > 0.2:
+        console.print(f"  [yellow]warning: other processes kept {other:.1f} cores busy during this model; timings are skewed[/]")
+    return {
+        "model": name,
+        "foreign_load_cores": other,
+        "file": path,
+        "batch_size": batch,
+        "parameters": n_params,
+        "loss": loss_spec.name,
+        "batchnorm": "train mode" if _has_coupling(spec.model) else "none",
+        "sgd_step_seconds": sgd,
+        "reference_lambda0": ref,
+        "reference_method": how,
+        "reference_seconds": ref_time,
+        "runs": runs,
+    }
+
+
+def cold_start(repeats: int) -> dict[str, Any]:
+    """Wall time of ``lrphase --help`` and whether ``import lrphase.cli`` pulls in torch."""
+    exe = Path(sys.executable).parent / "lrphase"
+    if importlib.util.find_spec("lrphase.cli") is None:
+        return {"skipped": "lrphase.cli does not exist yet"}
+    if not exe.exists():
+        return {"skipped": f"{exe} not found (reinstall the package to create the entry point)"}
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    times, rc = [], 0
+    for _ in range(max(3, repeats)):
+        start = time.perf_counter()
+        proc = subprocess.run([str(exe), "--help"], capture_output=True, text=True, env=env)
+        times.append(time.perf_counter() - start)
+        rc = rc or proc.returncode
+    probe = "import sys, lrphase.cli; print(int('torch' in sys.modules))"
+    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env)
+    imports_torch = proc.stdout.strip() == "1" if proc.returncode == 0 else None
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-c", "import torch"], capture_output=True, env=env)
+    torch_import = time.perf_counter() - start
+    return {
+        "help_seconds_median": statistics.median(times),
+        "help_seconds": times,
+        "help_returncode": rc,
+        "cli_imports_torch": imports_torch,
+        "cli_import_error": proc.stderr.strip().splitlines()[-1] if proc.returncode else None,
+        "python_import_torch_seconds": torch_import,
+    }
+
+
+def print_table(results: list[dict[str, Any]]) -> None:
+    models = Table(title="models, SGD step and reference λ₀ (same batch)")
+    for col in ("model", "B", "params", "loss", "SGD step", "reference λ₀", "reference method", "ref. time"):
+        models.add_column(col, justify="right" if col in ("B", "params", "SGD step", "reference λ₀", "ref. time") else "left")
+    for r in results:
+        models.add_row(
+            r["model"], str(r["batch_size"]), f"{r['parameters']:,}", r["loss"], f"{r['sgd_step_seconds'] * 1e3:.1f} ms",
+            f"{r['reference_lambda0']:.10g}", r["reference_method"], f"{r['reference_seconds']:.1f} s",
+        )
+    console.print(models)
+    table = Table(title=f"time to λ₀ (tol={TOL:g}) ÷ one SGD step, {torch.get_num_threads()} threads")
+    for col in ("model", "mode (used)", "λ₀ time", "ratio", "rel. err", "iters GN/total"):
+        table.add_column(col, justify="left" if col in ("model", "mode (used)") else "right")
+    for r in results:
+        for i, run in enumerate(r["runs"]):
+            err = run["relative_error"]
+            table.add_row(
+                r["model"] if i == 0 else "",
+                f"{run['mode']} ({run['used_mode']})",
+                f"{run['seconds_median']:.3f} s",
+                f"{run['ratio_to_sgd_step']:.1f}×",
+                f"[{'green' if err <= TOL else 'red'}]{err:.1e}[/]",
+                f"{run['gn_iterations']}/{run['total_iterations']}" + ("" if run["converged"] else " (not converged)"),
+                end_section=i == len(r["runs"]) - 1,
+            )
+    console.print(table)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default="mlp,cnn,resnet", help="comma-separated subset of mlp,cnn,resnet")
+    parser.add_argument("--modes", default=",".join(MODES), help="comma-separated J·v modes to time")
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs per λ₀ mode (after one warm-up)")
+    parser.add_argument("--dense-budget-gb", type=float, default=4.0, help="largest dense float64 J to build")
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's choice)")
+    parser.add_argument("--json", type=Path, default=None, metavar="PATH", help="write the results as JSON here")
+    args = parser.parse_args(argv)
+    names = [n.strip() for n in args.models.split(",") if n.strip()]
+    modes = tuple(m.strip() for m in args.modes.split(",") if m.strip())
+    bad = [n for n in names if n not in MODELS] + [m for m in modes if m not in MODES]
+    if bad or args.repeats < 1:
+        parser.error(f"unknown models/modes {bad} or --repeats < 1")
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    started, cpu_before = time.perf_counter(), _cpu_seconds()
+    results = [bench_model(n, args.repeats, modes, args.dense_budget_gb * 2**30) for n in names]
+    cold = cold_start(args.repeats)
+    print_table(results)
+    if "skipped" in cold:
+        console.print(f"cold start: skipped ({cold['skipped']})")
+    else:
+        console.print(
+            f"cold start: `lrphase --help` {cold['help_seconds_median']:.2f} s (median; exit {cold['help_returncode']}), "
+            f"`import lrphase.cli` imports torch: {cold['cli_imports_torch']}; "
+            f"`python -c 'import torch'` alone: {cold['python_import_torch_seconds']:.2f} s"
+        )
+    total = time.perf_counter() - started
+    other = foreign_load(cpu_before, _cpu_seconds(), total)
+    console.print(
+        f"total benchmark time {total:.0f} s; {os.cpu_count()} CPUs"
+        + ("" if other is None else f"; other processes used {other:.2f} cores on average")
+    )
+    if args.json is not None:
+        payload = {
+            "tol": TOL,
+            "torch": torch.__version__,
+            "threads": torch.get_num_threads(),
+            "platform": platform.platform(),
+            "processor": platform.processor() or platform.machine(),
+            "repeats": args.repeats,
+            "models": results,
+            "cold_start": cold,
+            "total_seconds": total,
+            "foreign_load_cores": other,
+        }
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(payload, indent=2))
+        console.print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
