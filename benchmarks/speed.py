@@ -7,7 +7,7 @@ Everything is measured in one run, on the same batch, for the three example mode
 2. a reference λ₀ on that batch: dense float64 (per-sample ``torch.func.jacrev``, then
    the eigenvalues of Sᵀ J Jᵀ S) when J fits in ``--dense-budget-gb``, else lrphase's own
    Lanczos in float64 with tol=1e-10 (the table says which);
-3. ``estimate_lambda0(model, data, batches=1, batch_size=B, tol=1e-3, loss=...)`` for each
+3. ``estimate_lambda0(model, data, batches=1, batch_size=B, tol=1e-3, loss=..., ntk=False)`` for each
    J·v mode: median of ``--repeats`` runs after one warm-up, with its relative error.
 
 It also measures the CLI's cold start (``lrphase --help``) and whether ``import lrphase.cli``
@@ -206,7 +206,8 @@ def bench_model(name: str, repeats: int, modes: tuple[str, ...], budget_bytes: f
     for mode in modes:
         def call(mode=mode):
             return estimate_lambda0(
-                spec.model, spec.data, batches=1, batch_size=batch, tol=TOL, loss=spec.loss, seed=SEED, jvp_mode=mode
+                spec.model, spec.data, batches=1, batch_size=batch, tol=TOL, loss=spec.loss, seed=SEED, jvp_mode=mode,
+                ntk=False,  # λ₀ only: for cross-entropy the paper's NTK eigenvalue is a second Lanczos run
             )
 
         median, times, est = _median_time(call, repeats, warmup=1)

@@ -9,6 +9,7 @@ loss is linearly unstable exactly when η > 2/λ₀. The paper's plain NTK eigen
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -38,7 +39,7 @@ class BatchCurvature:
     lambda_gn: float
     lambda_ntk: float
     gn: LanczosResult
-    ntk: LanczosResult | None  # None where λ_ntk follows from λ_gn in closed form (MSE losses)
+    ntk: LanczosResult | None  # None where λ_ntk follows from λ_gn in closed form (MSE) or was skipped
     jvp_mode: str
 
 
@@ -117,6 +118,7 @@ def estimate_lambda0(
     jvp_mode: str = "auto",
     chunk_size: int | None = None,
     distributed: bool | None = None,
+    ntk: bool = True,
     progress: ProgressCallback | None = None,
 ) -> Lambda0Estimate:
     """Estimate λ₀ of ``model`` on ``data`` for ``loss``, matrix-free, without touching ``model``.
@@ -128,7 +130,8 @@ def estimate_lambda0(
     ``chunk_size`` micro-batches every product (see :mod:`lrphase.chunked`); ``None`` chooses
     automatically from the device's free memory. Under ``torch.distributed`` each batch is
     sharded across the ranks (see :mod:`lrphase.distributed`); ``distributed=False`` keeps
-    every rank on whole batches.
+    every rank on whole batches. For cross-entropy the paper's NTK eigenvalue needs a second
+    Lanczos run; ``ntk=False`` skips it (``ntk_lambda0`` is then NaN).
     """
     if jvp_mode not in JVP_MODES:
         raise InputError(f"unknown J·v mode '{jvp_mode}': use one of {', '.join(JVP_MODES)}")
@@ -161,7 +164,7 @@ def estimate_lambda0(
             _check_outputs(products.output, loss_spec, index)
             if sharded:
                 products = ShardedProducts(products)
-            results.append(_batch_curvature(products, loss_spec, tol, max_iter, seed + index, samples))
+            results.append(_batch_curvature(products, loss_spec, tol, max_iter, seed + index, samples, ntk))
             mode = products.mode  # "auto" decides on the first batch
             if products.fallback:
                 notes.append(products.fallback)
@@ -241,7 +244,9 @@ def _check_outputs(out: torch.Tensor, loss: Loss, index: int) -> None:
         raise InputError("cross-entropy needs at least 2 outputs (classes) per sample; use loss='mse' for a scalar output")
 
 
-def _batch_curvature(products: Any, loss: Loss, tol: float, max_iter: int, seed: int, samples: int) -> BatchCurvature:
+def _batch_curvature(
+    products: Any, loss: Loss, tol: float, max_iter: int, seed: int, samples: int, with_ntk: bool
+) -> BatchCurvature:
     """Lanczos on one batch; under torch.distributed ``products`` cover this rank's shard of ``samples``."""
     local, k = products.output.shape
     m = samples
@@ -253,6 +258,8 @@ def _batch_curvature(products: Any, loss: Loss, tol: float, max_iter: int, seed:
     )
     gn = lanczos_top(gauss_newton(products, loss, samples=m), local * k, **options)
     if loss.is_cross_entropy:
+        if not with_ntk:
+            return BatchCurvature(gn.eigenvalue, math.nan, gn, None, products.mode)
         ntk_result = lanczos_top(ntk(products, samples=m), local * k, **options)
         return BatchCurvature(gn.eigenvalue, ntk_result.eigenvalue, gn, ntk_result, products.mode)
     # For the MSE losses A = c·J Jᵀ with H = c·I, so λ_ntk = λ_gn / (c k m) exactly.
