@@ -69,6 +69,7 @@ def probe_to_dict(result: ProbeResult, *, source: str | None = None) -> dict[str
         "device": est.device,
         "dtype": est.dtype,
         "jvp_mode": est.jvp_mode,
+        "chunk_size": est.chunk_size,
         "batchnorm": est.modes.batchnorm,
         "dropout": est.modes.dropout,
         "notes": list(est.notes),
@@ -122,7 +123,9 @@ def render_probe(result: ProbeResult, console: Console, *, source: str | None = 
     )
     console.print(status)
     console.print(
-        f"[dim]device {est.device}, {est.dtype}, J·v by {est.jvp_mode}; {est.modes.describe()}[/]"
+        f"[dim]device {est.device}, {est.dtype}, J·v by {est.jvp_mode}"
+        + (f", micro-batches of {est.chunk_size}" if est.chunk_size else "")
+        + f"; {est.modes.describe()}[/]"
     )
     for note in est.notes:
         console.print(f"[dim]note: {note}[/]")
