@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 
@@ -99,3 +101,29 @@ def test_sweep_leaves_the_model_untouched():
     before = {k: v.clone() for k, v in model.state_dict().items()}
     run_sweep(model, data, lrs=[0.5, 5.0], steps=20, refine=0, batch_size=1)
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+@pytest.mark.parametrize(
+    "options",
+    [dict(), dict(momentum=0.9), dict(momentum=0.8, nesterov=True, weight_decay=0.01),
+     dict(momentum=0.5, dampening=0.3, weight_decay=0.1)],
+)
+def test_training_step_is_torch_optim_sgd(options):
+    from lrphase.optimizers import Optimizer
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(3, 16), torch.nn.Tanh(), torch.nn.Linear(16, 2)).double()
+    x, y = torch.randn(12, 3, dtype=torch.float64), torch.randn(12, 2, dtype=torch.float64)
+    trainer = make_trainer(model, (x, y), loss=PAPER_MSE, batch_size=12, device=torch.device("cpu"), dtype=None,
+                           optimizer=Optimizer(**options))
+    run = trainer.run(0.3, 15)
+    reference = copy.deepcopy(model)
+    sgd = torch.optim.SGD(reference.parameters(), lr=0.3, **options)
+    expected = []
+    for _ in range(16):
+        value = ((reference(x) - y) ** 2).mean() / 2
+        expected.append(value.item())
+        sgd.zero_grad()
+        value.backward()
+        sgd.step()
+    assert run.losses == pytest.approx(expected, rel=1e-12)

@@ -1,7 +1,7 @@
 """Short gradient-descent runs from the model's initialization, with the curvature tracked.
 
 A run trains a private copy of the model (see :mod:`lrphase.isolation`) with
-``torch.optim.SGD`` on one fixed batch — full-batch gradient descent on that batch, as in
+``torch.optim.SGD``'s update on one fixed batch — full-batch gradient descent on that batch, as in
 the paper — recording the loss L_t before every step and the top Gauss–Newton eigenvalue
 λ_t every ``track_every`` steps and at the end. Each λ_t is a Lanczos run warm-started
 from the previous top eigenvector, so tracking costs a few products per measurement.
@@ -129,11 +129,7 @@ class Trainer:
         """
         model = copy.deepcopy(self.clone)
         params = [p for p in model.parameters() if p.requires_grad]
-        opt = self.optimizer
-        optimizer = torch.optim.SGD(
-            params, lr=lr, momentum=opt.momentum, nesterov=opt.nesterov, weight_decay=opt.weight_decay,
-            dampening=opt.dampening,
-        )
+        buffers: list[torch.Tensor | None] = [None] * len(params)
         losses: list[float] = []
         curvature = [(0, self.initial_curvature())]
         stopped, tracker, next_check = None, None, 0
@@ -152,14 +148,43 @@ class Trainer:
                         stopped = "catapulted" if lr * curvature[-1][1] < 2 else None
                 if step == steps or stopped:
                     break
-                optimizer.zero_grad(set_to_none=True)
-                value.backward()
-                optimizer.step()
+                grads = torch.autograd.grad(value, params, allow_unused=True)
+                sgd_step(params, grads, buffers, lr=lr, optimizer=self.optimizer)
                 if track_every and (step + 1) % track_every == 0 and step + 1 < steps:
                     curvature.append((step + 1, self.curvature(model)))
         if stopped != "diverged" and curvature[-1][0] != len(losses) - 1:
             curvature.append((len(losses) - 1, self.curvature(model)))
         return Run(lr=lr, losses=tuple(losses), curvature=tuple(curvature), steps=steps, stopped=stopped)
+
+
+def sgd_step(
+    params: list[torch.Tensor],
+    grads: tuple[torch.Tensor | None, ...],
+    buffers: list[torch.Tensor | None],
+    *,
+    lr: float,
+    optimizer: Optimizer,
+) -> None:
+    """One ``torch.optim.SGD`` step, in place, with its exact conventions (see :mod:`lrphase.optimizers`).
+
+    d = g + wd·θ; with momentum β the buffer is b = d on the first step, then b ← β b + (1 − dampening) d,
+    and d ← d + β b (Nesterov) or d ← b; finally θ ← θ − η d. Written out rather than calling
+    ``torch.optim.SGD``, whose per-step wrappers cost as much as a small model's step.
+    """
+    beta, wd = optimizer.momentum, optimizer.weight_decay
+    with torch.no_grad():
+        for i, (p, g) in enumerate(zip(params, grads)):
+            if g is None:
+                continue
+            d = g.add(p, alpha=wd) if wd else g
+            if beta:
+                b = buffers[i]
+                if b is None:
+                    b = buffers[i] = d.clone()
+                else:
+                    b.mul_(beta).add_(d, alpha=1 - optimizer.dampening)
+                d = d.add(b, alpha=beta) if optimizer.nesterov else b
+            p.add_(d, alpha=-lr)
 
 
 def _flat(out: torch.Tensor) -> torch.Tensor:
