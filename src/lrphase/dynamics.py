@@ -21,7 +21,7 @@ from torch import nn
 
 from .data import make_batches, to_device
 from .isolation import preserved_rng, working_copy
-from .jacobian import JacobianProducts
+from .jacobian import JacobianProducts, seeded_forward
 from .lanczos import LanczosResult, lanczos_top
 from .losses import Loss
 from .operators import gauss_newton
@@ -133,25 +133,23 @@ class Trainer:
         losses: list[float] = []
         curvature = [(0, self.initial_curvature())]
         stopped, tracker, next_check = None, None, 0
-        with torch.random.fork_rng(devices=[]):
-            for step in range(steps + 1):
-                torch.manual_seed(self.seed)
-                value = self.loss.value(_flat(model(*self._inputs)), self.target)
-                losses.append(float(value.detach()))
-                stopped = _early_stop(losses, converged_ratio)
-                if stopped is None and stop_when_catapulted and lr * curvature[0][1] > 2:
-                    tracker = tracker or RiseTracker(losses[0])
-                    tracker.add(losses[-1])
-                    if tracker.rose and losses[-1] < losses[0] and step >= next_check and step < steps:
-                        next_check = step + CATAPULT_CHECK_EVERY
-                        curvature.append((step, self.curvature(model)))
-                        stopped = "catapulted" if lr * curvature[-1][1] < 2 else None
-                if step == steps or stopped:
-                    break
-                grads = torch.autograd.grad(value, params, allow_unused=True)
-                sgd_step(params, grads, buffers, lr=lr, optimizer=self.optimizer)
-                if track_every and (step + 1) % track_every == 0 and step + 1 < steps:
-                    curvature.append((step + 1, self.curvature(model)))
+        for step in range(steps + 1):
+            value = self.loss.value(seeded_forward(model, self._inputs, seed=self.seed), self.target)
+            losses.append(float(value.detach()))
+            stopped = _early_stop(losses, converged_ratio)
+            if stopped is None and stop_when_catapulted and lr * curvature[0][1] > 2:
+                tracker = tracker or RiseTracker(losses[0])
+                tracker.add(losses[-1])
+                if tracker.rose and losses[-1] < losses[0] and step >= next_check and step < steps:
+                    next_check = step + CATAPULT_CHECK_EVERY
+                    curvature.append((step, self.curvature(model)))
+                    stopped = "catapulted" if lr * curvature[-1][1] < 2 else None
+            if step == steps or stopped:
+                break
+            grads = torch.autograd.grad(value, params, allow_unused=True)
+            sgd_step(params, grads, buffers, lr=lr, optimizer=self.optimizer)
+            if track_every and (step + 1) % track_every == 0 and step + 1 < steps:
+                curvature.append((step + 1, self.curvature(model)))
         if stopped != "diverged" and curvature[-1][0] != len(losses) - 1:
             curvature.append((len(losses) - 1, self.curvature(model)))
         return Run(lr=lr, losses=tuple(losses), curvature=tuple(curvature), steps=steps, stopped=stopped)
@@ -187,10 +185,6 @@ def sgd_step(
             p.add_(d, alpha=-lr)
 
 
-def _flat(out: torch.Tensor) -> torch.Tensor:
-    return out.reshape(out.shape[0], -1) if out.dim() != 1 else out.reshape(-1, 1)
-
-
 def _early_stop(losses: list[float], converged_ratio: float) -> str | None:
     last, start = losses[-1], losses[0]
     if not math.isfinite(last) or last >= EXPLODE_RATIO * start:
@@ -224,9 +218,8 @@ def make_trainer(
         (x, y), = make_batches(data, batch_size=batch_size, batches=1, seed=seed)
         clone, _ = working_copy(model, device=device, dtype=dtype)
     x = to_device(x, device, dtype)
-    with torch.no_grad(), torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        out = _flat(clone(*(x if isinstance(x, (tuple, list)) else (x,))))
+    with torch.no_grad():
+        out = seeded_forward(clone, x if isinstance(x, (tuple, list)) else (x,), seed=seed)
     target = loss.prepare_targets(y, out)
     trainer = Trainer(
         clone=clone, x=x, target=target, loss=loss, optimizer=optimizer or Optimizer(), seed=seed,
