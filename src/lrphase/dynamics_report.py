@@ -19,6 +19,7 @@ from .sweep import SweepResult
 from .verdict import Verdict
 
 SWEEP_SCHEMA = "lrphase.sweep/1"
+SHARPENING_WARNING = 1.2  # λ_t max / λ₀ above which the confirmation warns
 PHASE_STYLE = {"lazy": "cyan", "catapult": "green", "divergent": "red", "unresolved": "yellow"}
 
 
@@ -64,21 +65,41 @@ def render_confirmation(confirmation: Confirmation, console: Console) -> None:
     """The two confirmation runs: verdict, peak, λ at the end against 2/η, and the loss curve."""
     table = Table(title=f"confirmation: {confirmation.optimizer.describe()} on one fixed batch", title_justify="left",
                   header_style="bold")
-    for column in ("run", "η", "predicted", "observed", "peak L/L₀ @step", "λ_end", "2/η"):
-        table.add_column(column, justify="left" if column in ("run", "predicted", "observed") else "right")
+    for column in ("run", "η", "predicted → seen", "peak L/L₀ @step", "λ_t min–max", "λ_end vs 2/η"):
+        table.add_column(column, justify="left" if column in ("run", "predicted → seen") else "right")
     for c in confirmation.runs:
         v, run = c.verdict, c.run
+        values = [value for _, value in run.curvature if math.isfinite(value)]
+        relation = "<" if run.lambda_end < 2 / run.lr else "≥"
         table.add_row(
-            c.role, f"{run.lr:.4g}", c.predicted, f"[{PHASE_STYLE[v.phase]}]{v.phase}[/]",
-            f"{v.peak_loss_ratio:.3g} @{v.peak_step}", f"{run.lambda_end:.4g}", f"{2 / run.lr:.4g}",
+            c.role, f"{run.lr:.4g}", f"{c.predicted} → [{PHASE_STYLE[v.phase]}]{v.phase}[/]",
+            f"{v.peak_loss_ratio:.3g} @{v.peak_step}", f"{min(values):.3g}–{max(values):.3g}",
+            f"{run.lambda_end:.3g} {relation} {2 / run.lr:.3g}",
         )
     console.print(table)
     for c in confirmation.runs:
         console.print(f"{c.role:>11}  {sparkline(c.run.losses, width=60)}")
     for c in confirmation.runs:
         console.print(f"[dim]{c.role}: {c.verdict.reason}[/]")
+    sharpening = _sharpening(confirmation)
+    if sharpening:
+        console.print(f"[yellow]caution:[/] {sharpening}")
     if confirmation.advice:
         console.print(f"[yellow]advice:[/] {confirmation.advice}")
+
+
+def _sharpening(confirmation: Confirmation) -> str | None:
+    """A warning when the curvature grew well above λ₀ during a run (progressive sharpening)."""
+    growth = max(
+        max(value for _, value in c.run.curvature if math.isfinite(value)) / c.run.lambda_start
+        for c in confirmation.runs
+    )
+    if growth < SHARPENING_WARNING:
+        return None
+    return (
+        f"the curvature grew to {growth:.2g}× λ₀ during the window (progressive sharpening): the stable range "
+        "is smaller than 2/λ₀ suggests; check the rate you pick with `lrphase sweep`"
+    )
 
 
 def sweep_to_dict(result: SweepResult, *, source: str | None = None) -> dict[str, Any]:
