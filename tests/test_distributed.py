@@ -19,7 +19,7 @@ import json, sys
 import torch
 from torch import nn
 import lrphase
-from lrphase.distributed import init_from_environment, world
+from lrphase.distributed import init_from_environment, shutdown, world
 
 assert init_from_environment()
 torch.manual_seed(0)
@@ -33,6 +33,7 @@ for loss in ("mse", "cross_entropy"):
 rank, size = world()
 with open(sys.argv[1] + f".{rank}", "w") as f:
     json.dump({"size": size, **out}, f)
+shutdown(in_step=True)
 """
 
 

@@ -32,7 +32,6 @@ _EXPORTS = {
     "resolve_loss": "lrphase.losses",
     "LrphaseError": "lrphase.errors",
     "InputError": "lrphase.errors",
-    "NotConvergedError": "lrphase.errors",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -75,11 +75,14 @@ def _main_process() -> bool:
 def _guarded(debug: bool, body: Callable[[], T]) -> T:
     """Run ``body`` (in the torchrun process group when launched so); lrphase errors become one line."""
     try:
-        if _launched_by_torchrun():
-            from .distributed import init_from_environment
+        if not _launched_by_torchrun():
+            return body()
+        from .distributed import init_from_environment, shutdown
 
-            init_from_environment()
-        return body()
+        init_from_environment()
+        result = body()
+        shutdown(in_step=True)
+        return result
     except LrphaseError as exc:
         if debug:
             raise

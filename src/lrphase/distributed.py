@@ -42,6 +42,17 @@ def init_from_environment() -> bool:
     return True
 
 
+def shutdown(*, in_step: bool) -> None:
+    """End the process group; with ``in_step`` (every rank finished normally) after a barrier.
+
+    Exiting with a live gloo group can abort a rank whose peer is already gone.
+    """
+    if dist.is_available() and dist.is_initialized():
+        if in_step:
+            dist.barrier()
+        dist.destroy_process_group()
+
+
 def shard_bounds(m: int) -> tuple[int, int]:
     """This rank's [start, stop) slice of a batch of m samples."""
     rank, size = world()

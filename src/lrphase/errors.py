@@ -13,9 +13,3 @@ class InputError(LrphaseError):
     """The user's model file, model, data or options cannot be used as given (exit code 2)."""
 
     exit_code = 2
-
-
-class NotConvergedError(LrphaseError):
-    """Lanczos did not reach the requested tolerance within its iteration budget (exit code 3)."""
-
-    exit_code = 3

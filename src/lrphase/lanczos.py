@@ -58,14 +58,13 @@ def lanczos_top(
     max_iter: int = 100,
     v0: torch.Tensor | None = None,
     seed: int = 0,
-    on_iteration: Callable[[int, float], None] | None = None,
     reduce: Callable[[torch.Tensor], torch.Tensor] | None = None,
     total_dim: int | None = None,
 ) -> LanczosResult:
     """Top eigenpair of the symmetric ``matvec`` on R^dim, to relative error bound ``tol``.
 
     ``v0`` warm-starts the iteration (e.g. the previous top eigenvector); otherwise the
-    start is a seeded Gaussian vector. ``on_iteration(j, relative_error)`` reports progress.
+    start is a seeded Gaussian vector.
     Vectors may be sharded across processes: then ``dim`` is the local length, ``v0`` the
     local part of the start, ``total_dim`` the global dimension, and ``reduce`` sums a small
     tensor over all processes (every inner product goes through it).
@@ -101,8 +100,6 @@ def lanczos_top(
         residual = beta_host * abs(s_top[-1])
         gap = theta - (second + beta_host * abs(s_second[-1])) if np.isfinite(second) else 0.0
         bound = min(residual, residual * residual / gap) if gap > 0 else residual
-        if on_iteration is not None:
-            on_iteration(j + 1, bound / abs(theta) if theta else float("inf"))
         invariant = beta_host <= breakdown * max(abs(a) for a in alphas)
         if invariant or bound <= tol * abs(theta):
             converged = True
