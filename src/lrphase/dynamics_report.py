@@ -130,14 +130,14 @@ def render_sweep(result: SweepResult, console: Console, *, source: str | None = 
     ph = result.probe.phases
     title = f"lrphase sweep — {source}" if source else "lrphase sweep"
     table = Table(title=f"{title} ({result.steps} steps, {result.optimizer.describe()})", title_justify="left", header_style="bold")
-    for column in ("η", "η·λ₀", "phase", "peak L/L₀", "final L/L₀", "λ_end", "η·λ_end", "loss (log scale)"):
-        table.add_column(column, justify="left" if column in ("phase", "loss (log scale)") else "right")
+    for column in ("η", "η·λ₀", "phase", "peak L/L₀", "final L/L₀", "λ_end", "loss (log)"):
+        table.add_column(column, justify="left" if column in ("phase", "loss (log)") else "right")
     for r in result.runs:
         v, run = r.verdict, r.run
         table.add_row(
             f"{run.lr:.4g}", f"{run.lr * result.lambda0:.3g}", f"[{PHASE_STYLE[v.phase]}]{v.phase}[/]",
-            f"{v.peak_loss_ratio:.3g}", f"{v.final_loss_ratio:.3g}", f"{run.lambda_end:.4g}",
-            f"{run.lr * run.lambda_end:.3g}", sparkline(run.losses, width=24),
+            f"{v.peak_loss_ratio:.3g}", f"{v.final_loss_ratio:.3g}",
+            f"{run.lambda_end:.4g}" if math.isfinite(run.lambda_end) else "—", sparkline(run.losses, width=12),
         )
     console.print(table)
     summary = Table(title="phase boundaries", title_justify="left", header_style="bold")
