@@ -198,8 +198,7 @@ def check(
 
 
 def check_spec(spec: ModelSpec, settings: Settings, *, progress: Callable[[int, int], None] | None = None) -> CheckResult:
-    """:func:`check` a loaded model file with resolved settings (the model file's defaults fill the gaps)."""
-    settings = settings.with_model_defaults(spec.defaults, source=spec.source)
+    """:func:`check` a loaded model file with settings from :func:`lrphase.config.load_project`."""
     return check(
         spec.model, spec.data, lr=settings.lr, optimizer=settings.optimizer_spec(), accept=settings.accept,
         margin=settings.margin, loss=settings.loss or spec.loss, c_act=settings.c_act, jvp_mode=settings.jvp or "double",

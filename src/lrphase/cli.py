@@ -157,18 +157,15 @@ def probe(
     """Estimate λ₀ and print the lazy, catapult and divergent learning-rate ranges."""
 
     def body() -> int:
-        from .config import resolve_settings
+        from .config import load_project
         from .errors import InputError
         from .probing import probe as run_probe
         from .report import probe_to_dict, render_probe
-        from .spec import load_spec
 
-        settings = resolve_settings(target, config=config, overrides=dict(
+        settings, spec = load_project(target, config=config, overrides=dict(
             loss=loss, batch_size=batch_size, batches=batches, device=device, dtype=dtype and dtype.value, seed=seed,
             tol=tol, max_iter=max_iter, c_act=c_act, jvp=jvp and jvp.value, chunk_size=chunk_size,
         ))
-        spec = load_spec(settings.target, seed=settings.seed)
-        settings = settings.with_model_defaults(spec.defaults, source=spec.source)
         options = settings.estimate_options()
         optimizer = settings.optimizer_spec()
         with _progress(not as_json and _main_process(), "estimating λ₀") as update:
@@ -237,18 +234,15 @@ def sweep(
     """Train at a grid of learning rates and measure the phase boundaries on your model."""
 
     def body() -> int:
-        from .config import resolve_settings
+        from .config import load_project
         from .dynamics_report import render_sweep, sweep_to_dict
-        from .spec import load_spec
         from .sweep import run_sweep
 
         rates = _parse_rates(lrs) if lrs is not None else None
-        settings = resolve_settings(target, config=config, overrides=dict(
+        settings, spec = load_project(target, config=config, overrides=dict(
             steps=steps, loss=loss, batch_size=batch_size, device=device, dtype=dtype and dtype.value, seed=seed,
             c_act=c_act,
         ))
-        spec = load_spec(settings.target, seed=settings.seed)
-        settings = settings.with_model_defaults(spec.defaults, source=spec.source)
         optimizer = settings.optimizer_spec()
         with _progress(not as_json and _main_process(), "sweeping") as update:
             result = run_sweep(
@@ -320,16 +314,14 @@ def check(
     def body() -> int:
         from .check_report import annotation, check_to_dict, github_annotation, render_check
         from .checking import check_spec
-        from .config import resolve_settings
-        from .spec import load_spec
+        from .config import load_project
 
         try:
-            settings = resolve_settings(target, config=config, overrides=dict(
+            settings, spec = load_project(target, config=config, overrides=dict(
                 lr=lr, accept=accept, margin=margin, optimizer=optimizer, momentum=momentum, nesterov=nesterov,
                 weight_decay=weight_decay, loss=loss, batch_size=batch_size, batches=batches, device=device,
                 dtype=dtype and dtype.value, seed=seed, tol=tol, max_iter=max_iter, c_act=c_act, jvp=jvp and jvp.value,
             ))
-            spec = load_spec(settings.target, seed=settings.seed)
             with _progress(not as_json, "estimating λ₀") as update:
                 result = check_spec(spec, settings, progress=update)
         except LrphaseError as exc:

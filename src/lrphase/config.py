@@ -28,7 +28,7 @@ import torch
 
 from .errors import InputError
 from .optimizers import OPTIMIZERS, Optimizer
-from .spec import split_target
+from .spec import ModelSpec, load_spec, split_target
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -267,6 +267,15 @@ def resolve_settings(
             "[tool.lrphase] in pyproject.toml"
         )
     return Settings(target=target, config_file=str(path) if table else None, **values)
+
+
+def load_project(
+    target: str | None = None, *, config: str | None = None, overrides: Mapping[str, Any] | None = None
+) -> tuple[Settings, ModelSpec]:
+    """Resolve the settings, import the model file they name, and fill gaps from its defaults."""
+    settings = resolve_settings(target, config=config, overrides=overrides)
+    spec = load_spec(settings.target, seed=settings.seed)
+    return settings.with_model_defaults(spec.defaults, source=spec.source), spec
 
 
 def _relative_to(target: str, folder: Path) -> str:
