@@ -62,12 +62,16 @@ class SweepResult:
     """Runs sorted by learning rate, the predicted and the empirical phase boundaries."""
 
     probe: ProbeResult
-    lambda0: float
     runs: tuple[SweepRun, ...]
     steps: int
     crit: Boundary | None
     max: Boundary | None
     optimizer: Optimizer
+
+    @property
+    def lambda0(self) -> float:
+        """λ₀ on the training batch (the probe ran on that batch alone)."""
+        return self.probe.estimate.lambda0
 
     @property
     def eta_crit_empirical(self) -> float | None:
@@ -153,7 +157,7 @@ def run_sweep(
     crit = _refine(crit, train, lambda p: p != "lazy", refine)
     top = _refine(top, train, lambda p: p not in CONVERGING, refine)
     runs = tuple(done[lr] for lr in sorted(done))
-    return SweepResult(probed, est.lambda0, runs, steps, crit, top, trainer.optimizer)
+    return SweepResult(probed, runs, steps, crit, top, trainer.optimizer)
 
 
 def _bracket(done: dict[float, SweepRun], fails: Callable[[str], bool]) -> Boundary | None:
