@@ -19,6 +19,7 @@ import torch
 from torch import nn
 from torch.autograd.graph import saved_tensors_hooks
 
+from .data import as_args
 from .jacobian import JacobianProducts, Vector, forward_mode_jvp, seeded_forward
 
 MEMORY_FRACTION = 0.5  # of the free device memory that one product may use
@@ -35,7 +36,7 @@ def batch_coupled(model: nn.Module) -> bool:
 
 def graph_bytes_per_sample(model: nn.Module, x: Any, *, seed: int = 0, probe_samples: int = 4) -> float:
     """Bytes autograd saves per sample for one forward pass, measured on a few samples."""
-    args = x if isinstance(x, (tuple, list)) else (x,)
+    args = as_args(x)
     count = min(probe_samples, args[0].shape[0])
     total = 0
 
@@ -64,7 +65,7 @@ def free_memory(device: torch.device) -> float | None:
 
 def auto_chunk_size(model: nn.Module, x: Any, *, seed: int = 0) -> int | None:
     """The micro-batch size that keeps a product within budget, or None when the whole batch fits."""
-    args = x if isinstance(x, (tuple, list)) else (x,)
+    args = as_args(x)
     m = args[0].shape[0]
     free = free_memory(args[0].device)
     if free is None or batch_coupled(model):
@@ -80,7 +81,7 @@ class ChunkedJacobianProducts:
     """The interface of :class:`~lrphase.jacobian.JacobianProducts`, computed ``chunk_size`` samples at a time."""
 
     def __init__(self, model: nn.Module, x: Any, *, chunk_size: int, seed: int = 0) -> None:
-        args = x if isinstance(x, (tuple, list)) else (x,)
+        args = as_args(x)
         m = args[0].shape[0]
         self._model = model
         self._seed = seed

@@ -110,3 +110,8 @@ def to_device(x: Any, device: torch.device, dtype: torch.dtype | None) -> Any:
         raise InputError(f"model inputs must be tensors, got {type(x).__name__}")
     x = x.to(device)
     return x.to(dtype) if dtype is not None and x.is_floating_point() else x
+
+
+def as_args(x: Any) -> tuple:
+    """Model inputs as the tuple of positional arguments of the forward pass."""
+    return tuple(x) if isinstance(x, (tuple, list)) else (x,)

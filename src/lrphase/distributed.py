@@ -19,6 +19,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from .data import as_args
 from .errors import InputError
 from .jacobian import Vector
 
@@ -63,7 +64,7 @@ def shard_bounds(m: int) -> tuple[int, int]:
 
 def shard(x: Any) -> Any:
     """This rank's samples of a batch (a tensor or a tuple of tensors)."""
-    args = x if isinstance(x, (tuple, list)) else (x,)
+    args = as_args(x)
     start, stop = shard_bounds(args[0].shape[0])
     parts = tuple(a[start:stop] for a in args)
     return parts if isinstance(x, (tuple, list)) else parts[0]

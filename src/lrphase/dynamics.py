@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .data import make_batches, to_device
+from .data import as_args, make_batches, to_device
 from .isolation import preserved_rng, working_copy
 from .jacobian import JacobianProducts, seeded_forward
 from .lanczos import LanczosResult, lanczos_top
@@ -72,7 +72,7 @@ class Trainer:
     max_iter: int = 100
 
     def __post_init__(self) -> None:
-        self._inputs = self.x if isinstance(self.x, (tuple, list)) else (self.x,)
+        self._inputs = as_args(self.x)
         self._vector: torch.Tensor | None = None
         self._lambda_init: float | None = None
 
@@ -219,7 +219,7 @@ def make_trainer(
         clone, _ = working_copy(model, device=device, dtype=dtype)
     x = to_device(x, device, dtype)
     with torch.no_grad():
-        out = seeded_forward(clone, x if isinstance(x, (tuple, list)) else (x,), seed=seed)
+        out = seeded_forward(clone, as_args(x), seed=seed)
     target = loss.prepare_targets(y, out)
     trainer = Trainer(
         clone=clone, x=x, target=target, loss=loss, optimizer=optimizer or Optimizer(), seed=seed,

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from .activations import NonlinearityRecorder
-from .data import make_batches, to_device
+from .data import as_args, make_batches, to_device
 from .distributed import ShardedProducts, all_reduce_sum, any_rank, shard, shard_bounds, world
 from .errors import InputError
 from .isolation import ModeReport, preserved_rng, working_copy
@@ -155,7 +155,7 @@ def estimate_lambda0(
             )
         chunk = _chunking(clone, inputs[0], chunk_size, seed, notes)
         for index, full in enumerate(inputs):
-            samples = (full[0] if isinstance(full, (tuple, list)) else full).shape[0]
+            samples = as_args(full)[0].shape[0]
             x = shard(full) if sharded else full
             if chunk is not None:
                 products = ChunkedJacobianProducts(clone, x, chunk_size=chunk, seed=seed)
@@ -200,7 +200,7 @@ def estimate_lambda0(
 
 def _chunking(clone: nn.Module, x: Any, chunk_size: int | None, seed: int, notes: list[str]) -> int | None:
     """The micro-batch size to use (None: whole batches), explaining any override in ``notes``."""
-    m = (x[0] if isinstance(x, (tuple, list)) else x).shape[0]
+    m = as_args(x)[0].shape[0]
     if chunk_size is None:
         chunk = auto_chunk_size(clone, x, seed=seed)
         if chunk is not None:
@@ -220,7 +220,7 @@ def _chunking(clone: nn.Module, x: Any, chunk_size: int | None, seed: int, notes
 def _validating_forward(clone: nn.Module, x: Any, seed: int) -> tuple[str, ...]:
     """Run one forward pass on the copy: check the data fits, and record the nonlinearities."""
     recorder = NonlinearityRecorder()
-    args = x if isinstance(x, (tuple, list)) else (x,)
+    args = as_args(x)
     try:
         with torch.no_grad(), recorder:
             torch.manual_seed(seed)

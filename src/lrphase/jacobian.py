@@ -31,6 +31,7 @@ import torch.autograd.forward_ad as fwAD
 from torch import nn
 from torch.func import functional_call
 
+from .data import as_args
 from .errors import InputError
 
 JVP_MODES = ("auto", "double", "jvp", "linearize")
@@ -47,7 +48,7 @@ class JacobianProducts:
 
     def __init__(self, model: nn.Module, x: Any, *, mode: str | None = "double", seed: int = 0) -> None:
         self._model = model
-        self._x = x if isinstance(x, (tuple, list)) else (x,)
+        self._x = as_args(x)
         self._seed = seed
         named = trainable(model)
         if not named:
