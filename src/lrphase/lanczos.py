@@ -21,6 +21,8 @@ import numpy as np
 import torch
 from scipy.linalg import eigh_tridiagonal
 
+INITIAL_BASIS_ROWS = 16
+
 
 @dataclass(frozen=True)
 class LanczosResult:
@@ -80,12 +82,14 @@ def lanczos_top(
         v0 = torch.randn(dim, generator=gen, dtype=torch.float64)
     q = v0.reshape(-1).to(device=device, dtype=dtype)
     q = q / reduce(torch.dot(q, q)).sqrt()
-    basis = torch.empty(steps, dim, device=device, dtype=dtype)
+    basis = torch.empty(min(steps, INITIAL_BASIS_ROWS), dim, device=device, dtype=dtype)
     alphas: list[float] = []
     betas: list[float] = []
     breakdown = 100 * torch.finfo(dtype).eps
     theta, s_top, residual, bound, converged = 0.0, np.ones(1), float("inf"), float("inf"), False
     for j in range(steps):
+        if j == basis.shape[0]:  # grow by doubling: memory follows the iterations actually run
+            basis = torch.cat([basis, torch.empty(min(j, steps - j), dim, device=device, dtype=dtype)])
         basis[j] = q
         w = matvec(q)
         active = basis[: j + 1]
