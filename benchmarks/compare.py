@@ -337,7 +337,7 @@ def run_lrphase(model: nn.Module, case: Case, **options: Any) -> Outcome:
             "gn_products": b.gn.iterations,
             "ntk_products": b.ntk.iterations if b.ntk is not None else 0,
             "jvp_mode": est.jvp_mode,
-            "error_bound": est.max_relative_error,
+            "relative_residual": est.max_relative_residual,
         },
     )
 
@@ -1108,7 +1108,7 @@ def short_error(error: str) -> str:
 def _row_notes(r: dict[str, Any]) -> str:
     info, notes = r["info"], []
     if r["role"] in ("lrphase", "variant"):
-        notes.append(f"GN {info.get('gn_products')} + NTK {info.get('ntk_products')} products; bound {info.get('error_bound', 0):.0e}")
+        notes.append(f"GN {info.get('gn_products')} + NTK {info.get('ntk_products')} products; residual {info.get('relative_residual', 0):.0e}")
     if r["role"] == "probe":
         notes.append(f"mean over {info.get('batches')} batches (not the reference batch)")
     if "products_in_determinism_check" in info:

@@ -144,7 +144,7 @@ def probe(
     device: Optional[str] = typer.Option(None, help="auto (CUDA, else MPS, else CPU; default) | cpu | cuda | cuda:1 | mps."),
     dtype: Optional[DType] = typer.Option(None, help="Compute dtype (default: the model's own)."),
     seed: Optional[int] = typer.Option(None, help="Seed for the model file, batch sampling and Lanczos start vectors (default 0)."),
-    tol: Optional[float] = typer.Option(None, help="Lanczos stops when its error bound is ≤ tol·λ (relative accuracy; default 1e-3)."),
+    tol: Optional[float] = typer.Option(None, help="Lanczos stops when its residual is ≤ tol·λ (default 1e-3)."),
     max_iter: Optional[int] = typer.Option(None, "--max-iter", help="Lanczos iterations per batch before giving up (default 100)."),
     c_act: Optional[float] = typer.Option(None, "--c-act", help="Override c_act in η_max = c_act/λ₀ (e.g. from `lrphase sweep`)."),
     jvp: Optional[JvpMode] = typer.Option(None, help="How J·v is computed: auto (default) times the candidates once."),

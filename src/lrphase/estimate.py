@@ -42,6 +42,14 @@ class BatchCurvature:
     ntk: LanczosResult | None  # None where λ_ntk follows from λ_gn in closed form (MSE) or was skipped
     jvp_mode: str
 
+    @property
+    def converged(self) -> bool:
+        return self.gn.converged and (self.ntk is None or self.ntk.converged)
+
+    @property
+    def relative_residual(self) -> float:
+        return max(r.relative_residual for r in (self.gn, self.ntk) if r is not None)
+
 
 @dataclass(frozen=True)
 class Lambda0Estimate:
@@ -66,7 +74,7 @@ class Lambda0Estimate:
 
     @property
     def converged(self) -> bool:
-        return all(b.gn.converged and (b.ntk is None or b.ntk.converged) for b in self.per_batch)
+        return all(b.converged for b in self.per_batch)
 
     @property
     def iterations(self) -> int:
@@ -74,12 +82,8 @@ class Lambda0Estimate:
 
     @property
     def max_relative_residual(self) -> float:
+        """The largest Lanczos residual relative to its Ritz value (the stopping quantity)."""
         return max(r.relative_residual for r in self._lanczos_runs())
-
-    @property
-    def max_relative_error(self) -> float:
-        """The largest Lanczos error bound relative to its eigenvalue (the stopping quantity)."""
-        return max(r.relative_error for r in self._lanczos_runs())
 
     def _lanczos_runs(self) -> list[LanczosResult]:
         return [r for b in self.per_batch for r in (b.gn, b.ntk) if r is not None]
@@ -125,8 +129,8 @@ def estimate_lambda0(
 
     ``data`` is a Dataset, DataLoader or (X, Y) pair; ``loss`` is ``"mse"`` (the paper's
     L = 1/(2km) Σ(f−y)², the default), ``"cross_entropy"``, ``nn.MSELoss()`` or
-    ``nn.CrossEntropyLoss()``. Lanczos stops when its error bound certifies ``tol`` relative
-    accuracy; the result says whether every batch converged within ``max_iter`` steps.
+    ``nn.CrossEntropyLoss()``. Lanczos stops once its residual is ≤ ``tol``·λ (see
+    :mod:`lrphase.lanczos`); the result says whether every batch converged within ``max_iter`` steps.
     ``chunk_size`` micro-batches every product (see :mod:`lrphase.chunked`); ``None`` chooses
     automatically from the device's free memory. Under ``torch.distributed`` each batch is
     sharded across the ranks (see :mod:`lrphase.distributed`); ``distributed=False`` keeps

@@ -49,7 +49,7 @@ def probe_to_dict(result: ProbeResult, *, source: str | None = None) -> dict[str
         "applies": ph.applies,
         "converged": est.converged,
         "iterations": est.iterations,
-        "max_relative_error": est.max_relative_error,
+        "max_relative_error": est.max_relative_residual,  # schema lrphase.probe/1: the residual bound
         "max_relative_residual": est.max_relative_residual,
         "tol": est.tol,
         "batches": len(est.per_batch),
@@ -60,9 +60,9 @@ def probe_to_dict(result: ProbeResult, *, source: str | None = None) -> dict[str
                 "lambda0": b.lambda_gn,
                 "ntk_lambda0": b.lambda_ntk,
                 "iterations": b.gn.iterations + (b.ntk.iterations if b.ntk else 0),
-                "relative_error": max(r.relative_error for r in (b.gn, b.ntk) if r is not None),
-                "relative_residual": max(r.relative_residual for r in (b.gn, b.ntk) if r is not None),
-                "converged": b.gn.converged and (b.ntk is None or b.ntk.converged),
+                "relative_error": b.relative_residual,  # schema lrphase.probe/1: the residual bound
+                "relative_residual": b.relative_residual,
+                "converged": b.converged,
             }
             for b in est.per_batch
         ],
@@ -115,10 +115,10 @@ def render_probe(result: ProbeResult, console: Console, *, source: str | None = 
     console.print(phases)
 
     status = (
-        f"[green]converged[/]: {est.iterations} Lanczos products, relative error bound "
-        f"{est.max_relative_error:.1e} ≤ tol {est.tol:g}"
+        f"[green]converged[/]: {est.iterations} Lanczos products, relative residual "
+        f"{est.max_relative_residual:.1e} ≤ tol {est.tol:g}"
         if est.converged
-        else f"[bold red]NOT CONVERGED[/]: relative error bound {est.max_relative_error:.1e} > tol "
+        else f"[bold red]NOT CONVERGED[/]: relative residual {est.max_relative_residual:.1e} > tol "
         f"{est.tol:g} after {est.iterations} products — λ₀ is unreliable; raise --max-iter or loosen --tol"
     )
     console.print(status)
