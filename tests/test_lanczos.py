@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import torch
+from torch.overrides import TorchFunctionMode
 
 from lrphase.lanczos import lanczos_top
 
@@ -68,3 +69,26 @@ def test_rejects_nonsense_options():
         lanczos_top(lambda v: v, 3, tol=0)
     with pytest.raises(ValueError, match="max_iter"):
         lanczos_top(lambda v: v, 3, max_iter=0)
+
+
+class HostReads(TorchFunctionMode):
+    """Counts the tensor methods that copy device values to the host (each one a sync on a GPU)."""
+
+    READS = {"item", "tolist", "__bool__", "__float__", "__int__", "__index__", "numpy", "cpu"}
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        self.count += getattr(func, "__name__", "") in self.READS
+        return func(*args, **(kwargs or {}))
+
+
+def test_one_host_read_per_step():
+    """On a GPU the loop stays on the device: only α_j and β_j travel, once per step, for the tridiagonal."""
+    matrix, _ = clustered_operator(300)
+    with HostReads() as reads:
+        result = lanczos_top(lambda v: matrix @ v, 300, tol=1e-8, seed=0)
+    assert result.iterations > 5
+    assert reads.count == result.iterations
