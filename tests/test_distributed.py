@@ -110,10 +110,13 @@ def test_cli_under_torchrun_prints_once_and_matches_one_process(tmp_path):
     assert sharded["lambda0"] == pytest.approx(single["lambda0"], rel=1e-8)
     assert sharded["eta_crit"] == pytest.approx(single["eta_crit"], rel=1e-8)
 
-    sweep_args = ["sweep", str(model_file), "--json", "--lrs", "0.05,0.5,2,20", "--steps", "30", "--refine", "0"]
+    sweep_args = ["sweep", str(model_file), "--json", "--lrs", "0.05,0.5,2,20", "--steps", "30", "--refine", "2"]
     done = torchrun(tmp_path, *sweep_args)
     assert done.returncode == 0, done.stderr[-2000:]
     spread = json.loads(done.stdout)
     alone = json.loads(CliRunner().invoke(app, sweep_args).stdout)
     assert [r["phase"] for r in spread["runs"]] == [r["phase"] for r in alone["runs"]]
-    assert [r["lr"] for r in spread["runs"]] == [0.05, 0.5, 2.0, 20.0]
+    assert [r["lr"] for r in spread["runs"]] == pytest.approx([r["lr"] for r in alone["runs"]], rel=1e-12)
+    assert len(spread["runs"]) == 4 + 2 * 2  # the grid, then each round one rate per open bracket, one per rank
+    for key in ("eta_crit_bracket", "eta_max_bracket"):
+        assert spread[key] == pytest.approx(alone[key], rel=1e-12)

@@ -127,3 +127,10 @@ def test_training_step_is_torch_optim_sgd(options):
         value.backward()
         sgd.step()
     assert run.losses == pytest.approx(expected, rel=1e-12)
+
+
+def test_refinement_rounds_split_a_bracket_evenly_in_log_space():
+    from lrphase.sweep import Boundary, _interior
+
+    assert _interior(Boundary(1.0, 4.0), 1) == pytest.approx([2.0])
+    assert _interior(Boundary(1.0, 27.0), 2) == pytest.approx([3.0, 9.0])  # three ranks on one open bracket

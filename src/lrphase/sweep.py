@@ -10,7 +10,9 @@ on one fixed batch (see :mod:`lrphase.dynamics`); each is classified by
   catapult) and the smallest rate above it that does not (divergent or unresolved);
 * c_act (fitted) = η_max,emp · λ₀, with λ₀ measured on the training batch itself.
 
-Each bracket is then narrowed by ``refine`` bisection runs in log-space.
+Each bracket is then narrowed in ``refine`` rounds in log-space: one run at its geometric
+midpoint per round (bisection); under ``torch.distributed`` a round trains as many rates as
+there are ranks, shared between the open brackets, each bracket split evenly by its share.
 """
 
 from __future__ import annotations
@@ -116,8 +118,8 @@ def run_sweep(
 ) -> SweepResult:
     """Train at each rate of ``lrs`` (default: :func:`default_grid`) and locate the phase boundaries.
 
-    λ₀ is measured on the training batch. Under ``torch.distributed`` the grid's rates are
-    shared out across the ranks (the bisection runs are repeated on every rank). With ``out_dir`` each finished run is written to
+    λ₀ is measured on the training batch. Under ``torch.distributed`` the grid's rates and
+    each refinement round's rates are shared out across the ranks. With ``out_dir`` each finished run is written to
     ``out_dir/run-<lr>.json`` at once, and runs already there with the same settings are reused.
     """
     if steps < 1 or refine < 0:
@@ -135,29 +137,42 @@ def run_sweep(
     )
     store = _RunStore(out_dir, dict(steps=steps, seed=seed, batch_size=est.batch_size, loss=est.loss.name, optimizer=asdict(trainer.optimizer)))
     grid = sorted(lrs) if lrs is not None else default_grid(ph.eta_crit, ph.eta_max, points)
-    total = len(grid) + 2 * refine
+    rank, size = world()
+    total = len(grid[rank::size]) + refine * (2 if size == 1 else 1)  # the runs this rank trains, at most
     done: dict[float, SweepRun] = {}
+    trained: list[float] = []  # by this rank, for progress
 
     def train(lr: float) -> SweepRun:
         run = store.load(lr) or trainer.run(lr, steps, converged_ratio=CONVERGED_RATIO, stop_when_catapulted=True)
         store.save(run)
         result = SweepRun(run, classify_run(run.losses, lr, lambda_start=run.lambda_start, lambda_end=run.lambda_end))
         done[lr] = result
+        trained.append(lr)
         if on_run is not None:
-            on_run(result, len(done), total)
+            on_run(result, len(trained), total)
         return result
 
-    rank, size = world()
-    mine = [train(lr) for lr in grid[rank::size]]
-    if size > 1:  # every rank trains every size-th rate of the grid; all ranks then hold all runs
-        for sweep_run in gather_objects(mine):
-            done.setdefault(sweep_run.run.lr, sweep_run)
-    crit = _bracket(done, lambda p: p != "lazy")
-    top = _bracket(done, lambda p: p not in CONVERGING)
-    crit = _refine(crit, train, lambda p: p != "lazy", refine)
-    top = _refine(top, train, lambda p: p not in CONVERGING, refine)
+    def train_shared(rates: list[float]) -> None:
+        """Train the new ``rates``, each rank every size-th of them; afterwards all ranks hold all runs."""
+        todo = [lr for lr in dict.fromkeys(rates) if lr not in done]
+        mine = [train(lr) for lr in todo[rank::size]]
+        if size > 1:
+            for sweep_run in gather_objects(mine):
+                done.setdefault(sweep_run.run.lr, sweep_run)
+
+    train_shared(grid)
+    tests = {"crit": lambda p: p != "lazy", "max": lambda p: p not in CONVERGING}
+    bounds = {name: _bracket(done, fails) for name, fails in tests.items()}
+    for _ in range(refine):
+        open_brackets = {name: b for name, b in bounds.items() if b is not None}
+        if not open_brackets:
+            break
+        share = max(1, size // len(open_brackets))
+        train_shared([lr for b in open_brackets.values() for lr in _interior(b, share)])
+        for name, b in open_brackets.items():
+            bounds[name] = _bracket({lr: r for lr, r in done.items() if b.below <= lr <= b.above}, tests[name])
     runs = tuple(done[lr] for lr in sorted(done))
-    return SweepResult(probed, runs, steps, crit, top, trainer.optimizer)
+    return SweepResult(probed, runs, steps, bounds["crit"], bounds["max"], trainer.optimizer)
 
 
 def _bracket(done: dict[float, SweepRun], fails: Callable[[str], bool]) -> Boundary | None:
@@ -169,11 +184,10 @@ def _bracket(done: dict[float, SweepRun], fails: Callable[[str], bool]) -> Bound
     return None
 
 
-def _refine(bound: Boundary | None, train: Callable[[float], SweepRun], fails: Callable[[str], bool], steps: int) -> Boundary | None:
-    for _ in range(steps if bound else 0):
-        mid = bound.estimate
-        bound = Boundary(bound.below, mid) if fails(train(mid).verdict.phase) else Boundary(mid, bound.above)
-    return bound
+def _interior(bound: Boundary, count: int) -> list[float]:
+    """``count`` rates splitting [below, above] into count + 1 equal parts in log-space."""
+    lo, hi = math.log(bound.below), math.log(bound.above)
+    return [math.exp(lo + (hi - lo) * i / (count + 1)) for i in range(1, count + 1)]
 
 
 class _RunStore:
