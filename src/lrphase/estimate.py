@@ -43,12 +43,21 @@ class BatchCurvature:
     jvp_mode: str
 
     @property
+    def runs(self) -> tuple[LanczosResult, ...]:
+        """The Lanczos runs of this batch: λ_gn's, and λ_ntk's where it needed one."""
+        return (self.gn,) if self.ntk is None else (self.gn, self.ntk)
+
+    @property
     def converged(self) -> bool:
-        return self.gn.converged and (self.ntk is None or self.ntk.converged)
+        return all(r.converged for r in self.runs)
+
+    @property
+    def iterations(self) -> int:
+        return sum(r.iterations for r in self.runs)
 
     @property
     def relative_residual(self) -> float:
-        return max(r.relative_residual for r in (self.gn, self.ntk) if r is not None)
+        return max(r.relative_residual for r in self.runs)
 
 
 @dataclass(frozen=True)
@@ -78,15 +87,12 @@ class Lambda0Estimate:
 
     @property
     def iterations(self) -> int:
-        return sum(b.gn.iterations + (b.ntk.iterations if b.ntk else 0) for b in self.per_batch)
+        return sum(b.iterations for b in self.per_batch)
 
     @property
     def max_relative_residual(self) -> float:
         """The largest Lanczos residual relative to its Ritz value (the stopping quantity)."""
-        return max(r.relative_residual for r in self._lanczos_runs())
-
-    def _lanczos_runs(self) -> list[LanczosResult]:
-        return [r for b in self.per_batch for r in (b.gn, b.ntk) if r is not None]
+        return max(b.relative_residual for b in self.per_batch)
 
 
 def resolve_device(device: str | torch.device | None, model: nn.Module) -> torch.device:

@@ -59,7 +59,7 @@ def probe_to_dict(result: ProbeResult, *, source: str | None = None) -> dict[str
             {
                 "lambda0": b.lambda_gn,
                 "ntk_lambda0": b.lambda_ntk,
-                "iterations": b.gn.iterations + (b.ntk.iterations if b.ntk else 0),
+                "iterations": b.iterations,
                 "relative_error": b.relative_residual,  # schema lrphase.probe/1: the residual bound
                 "relative_residual": b.relative_residual,
                 "converged": b.converged,
