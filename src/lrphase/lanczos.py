@@ -9,7 +9,8 @@ once r ≤ tol·θ, the criterion ARPACK uses. That the eigenvalue θ approximat
 one is probabilistic: the start is a seeded Gaussian vector, and an NTK's top eigenvalue sits
 in a near-degenerate cluster of one eigenvalue per output. The sharper Kato–Temple bound
 r²/gap, with the gap estimated from the Ritz values, is not used: on such clusters it
-certified convergence to the second cluster member, about 1% low, in one run out of eight.
+certified convergence to the second cluster member, about 1% low, in 5 of 40 runs on the
+digits MLP (see benchmarks/RESULTS.md).
 """
 
 from __future__ import annotations
