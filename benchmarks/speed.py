@@ -11,7 +11,9 @@ Everything is measured in one run, on the same batch, for the three example mode
    J·v mode: median of ``--repeats`` runs after one warm-up, with its relative error.
 
 It also measures the CLI's cold start (``lrphase --help``) and whether ``import lrphase.cli``
-imports torch. Run: ``python benchmarks/speed.py [--models mlp,cnn,resnet] [--repeats N] [--json PATH]``.
+imports torch. ``--device cuda`` times the step and λ₀ on the GPU (synchronized; the reference
+is still computed on the CPU in float64). Run: ``python benchmarks/speed.py [--models
+mlp,cnn,resnet] [--repeats N] [--device cpu|cuda] [--json PATH]``.
 """
 
 from __future__ import annotations
@@ -78,14 +80,21 @@ def foreign_load(before: tuple[float, float] | None, after: tuple[float, float] 
     return max(0.0, ((after[0] - before[0]) - (after[1] - before[1])) / wall)
 
 
-def _median_time(fn, repeats: int, warmup: int = 1) -> tuple[float, list[float], Any]:
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _median_time(fn, repeats: int, device: torch.device, warmup: int = 1) -> tuple[float, list[float], Any]:
     result = None
     for _ in range(warmup):
         result = fn()
     times = []
     for _ in range(repeats):
+        _synchronize(device)
         start = time.perf_counter()
         result = fn()
+        _synchronize(device)
         times.append(time.perf_counter() - start)
     return statistics.median(times), times, result
 
@@ -94,9 +103,12 @@ def _flat(out: torch.Tensor) -> torch.Tensor:
     return out.reshape(out.shape[0], -1) if out.dim() != 1 else out.reshape(-1, 1)
 
 
-def time_sgd_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_spec, lr: float, repeats: int) -> float:
-    """Median wall time of zero_grad + forward + loss + backward + SGD step, on a deep copy."""
-    net = copy.deepcopy(model)  # keeps the user's train/eval modes (BatchNorm stays in train mode)
+def time_sgd_step(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_spec, lr: float, repeats: int, device: torch.device
+) -> float:
+    """Median wall time of zero_grad + forward + loss + backward + SGD step, on a deep copy on ``device``."""
+    net = copy.deepcopy(model).to(device)  # keeps the user's train/eval modes (BatchNorm stays in train mode)
+    x, y = x.to(device), y.to(device)
     opt = torch.optim.SGD(net.parameters(), lr=lr)
     with torch.no_grad():
         target = loss_spec.prepare_targets(y, _flat(net(x)))
@@ -106,7 +118,7 @@ def time_sgd_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_spec,
         loss_spec.value(_flat(net(x)), target).backward()
         opt.step()
 
-    median, _, _ = _median_time(step, repeats, warmup=2)
+    median, _, _ = _median_time(step, repeats, device, warmup=2)
     return median
 
 
@@ -177,7 +189,9 @@ def lanczos_reference(model: nn.Module, data: Any, batch_size: int, loss_spec) -
     return res.eigenvalue, note
 
 
-def bench_model(name: str, repeats: int, modes: tuple[str, ...], budget_bytes: float) -> dict[str, Any]:
+def bench_model(
+    name: str, repeats: int, modes: tuple[str, ...], budget_bytes: float, device: torch.device
+) -> dict[str, Any]:
     path, expected_batch, dense_ok = MODELS[name]
     cpu_before, wall_start = _cpu_seconds(), time.perf_counter()
     spec = load_spec(str(ROOT / path), seed=SEED)
@@ -187,7 +201,7 @@ def bench_model(name: str, repeats: int, modes: tuple[str, ...], budget_bytes: f
     n_params = sum(p.numel() for p in spec.model.parameters() if p.requires_grad)
     console.print(f"[bold]{name}[/]: {path}, batch {batch}, {n_params:,} parameters, loss {loss_spec.name}")
 
-    sgd = time_sgd_step(spec.model, x, y, loss_spec, float(spec.defaults.get("lr", 0.01)), max(5, 3 * repeats))
+    sgd = time_sgd_step(spec.model, x, y, loss_spec, float(spec.defaults.get("lr", 0.01)), max(5, 3 * repeats), device)
     console.print(f"  SGD step: {sgd * 1e3:.1f} ms")
 
     start = time.perf_counter()
@@ -206,10 +220,10 @@ def bench_model(name: str, repeats: int, modes: tuple[str, ...], budget_bytes: f
         def call(mode=mode):
             return estimate_lambda0(
                 spec.model, spec.data, batches=1, batch_size=batch, tol=TOL, loss=spec.loss, seed=SEED, jvp_mode=mode,
-                ntk=False,  # λ₀ only: for cross-entropy the paper's NTK eigenvalue is a second Lanczos run
+                device=device, ntk=False,  # λ₀ only: for cross-entropy the paper's NTK eigenvalue is a second Lanczos run
             )
 
-        median, times, est = _median_time(call, repeats, warmup=1)
+        median, times, est = _median_time(call, repeats, device, warmup=1)
         batch_result = est.per_batch[0]
         run = {
             "mode": mode,
@@ -313,8 +327,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per λ₀ mode (after one warm-up)")
     parser.add_argument("--dense-budget-gb", type=float, default=4.0, help="largest dense float64 J to build")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's choice)")
+    parser.add_argument("--device", default="cpu", help="where the SGD step and λ₀ run: cpu or cuda[:N]")
     parser.add_argument("--json", type=Path, default=None, metavar="PATH", help="write the results as JSON here")
     args = parser.parse_args(argv)
+    device = torch.device(args.device)
     names = [n.strip() for n in args.models.split(",") if n.strip()]
     modes = tuple(m.strip() for m in args.modes.split(",") if m.strip())
     bad = [n for n in names if n not in MODELS] + [m for m in modes if m not in MODES]
@@ -324,7 +340,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     started, cpu_before = time.perf_counter(), _cpu_seconds()
-    results = [bench_model(n, args.repeats, modes, args.dense_budget_gb * 2**30) for n in names]
+    results = [bench_model(n, args.repeats, modes, args.dense_budget_gb * 2**30, device) for n in names]
     cold = cold_start(args.repeats)
     print_table(results)
     if "skipped" in cold:
@@ -344,6 +360,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.json is not None:
         payload = {
             "tol": TOL,
+            "device": str(device),
+            "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor(),
             "torch": torch.__version__,
             "threads": torch.get_num_threads(),
             "platform": platform.platform(),

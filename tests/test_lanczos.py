@@ -1,22 +1,10 @@
 """Lanczos against operators whose spectrum is known exactly, in float64."""
 
-import numpy as np
 import pytest
 import torch
-from torch.overrides import TorchFunctionMode
 
+from cases import clustered_operator
 from lrphase.lanczos import lanczos_top
-
-# The shape of an NTK's spectrum at initialization (measured on the digits MLP, k = 10 outputs):
-# a near-degenerate cluster of k eigenvalues, one per output, then a bulk about 5× lower.
-CLUSTER = [1.0, 0.9884, 0.936, 0.93, 0.9117, 0.8882, 0.8708, 0.855, 0.8309, 0.8164]
-
-
-def clustered_operator(dim: int = 2560) -> tuple[torch.Tensor, float]:
-    bulk = 0.2084 * np.linspace(1.0, 0.0, dim - len(CLUSTER)) ** 3
-    diagonal = torch.tensor(np.concatenate([CLUSTER, bulk]), dtype=torch.float64)
-    rotation = torch.linalg.qr(torch.randn(dim, dim, generator=torch.Generator().manual_seed(0), dtype=torch.float64))[0]
-    return (rotation * diagonal) @ rotation.T, float(diagonal.max())
 
 
 def test_converged_at_default_tol_is_within_tol_of_the_top_of_a_near_degenerate_cluster():
@@ -69,26 +57,3 @@ def test_rejects_nonsense_options():
         lanczos_top(lambda v: v, 3, tol=0)
     with pytest.raises(ValueError, match="max_iter"):
         lanczos_top(lambda v: v, 3, max_iter=0)
-
-
-class HostReads(TorchFunctionMode):
-    """Counts the tensor methods that copy device values to the host (each one a sync on a GPU)."""
-
-    READS = {"item", "tolist", "__bool__", "__float__", "__int__", "__index__", "numpy", "cpu"}
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.count = 0
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        self.count += getattr(func, "__name__", "") in self.READS
-        return func(*args, **(kwargs or {}))
-
-
-def test_one_host_read_per_step():
-    """On a GPU the loop stays on the device: only α_j and β_j travel, once per step, for the tridiagonal."""
-    matrix, _ = clustered_operator(300)
-    with HostReads() as reads:
-        result = lanczos_top(lambda v: matrix @ v, 300, tol=1e-8, seed=0)
-    assert result.iterations > 5
-    assert reads.count == result.iterations
