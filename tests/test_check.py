@@ -261,3 +261,19 @@ def test_example_workflow_is_valid_and_its_command_works(tmp_path):
         done = subprocess.run(["bash", "-c", command], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
         assert done.returncode == code, done.stdout + done.stderr
         assert done.stdout.strip().splitlines()[-1].startswith(level + " title=lrphase check::")
+
+
+def test_cross_entropy_check_skips_the_ntk_lanczos_it_does_not_use():
+    from cases import make_case
+    from lrphase.check_report import check_to_dict
+
+    model, x, y = make_case("mlp", m=24)
+    options = dict(loss="cross_entropy", batch_size=12, batches=2, dtype=torch.float64, tol=1e-10)
+    probed = lrphase.probe(model, (x, y), jvp_mode="double", **options)
+    checked = lrphase.check(model, (x, y), lr=0.5 * probed.phases.eta_crit, **options)
+    assert checked.exit_code == 0 and checked.phase == "lazy"
+    assert checked.lambda0 == pytest.approx(probed.estimate.lambda0, rel=1e-8)
+    assert all(b.ntk is None for b in checked.probe.estimate.per_batch)
+    assert checked.probe.estimate.iterations == sum(b.gn.iterations for b in probed.estimate.per_batch)
+    record = json.loads(json.dumps(check_to_dict(checked), allow_nan=False))
+    assert record["probe"]["ntk_lambda0"] is None and record["probe"]["lambda0"] == checked.lambda0

@@ -181,7 +181,9 @@ def check(
     ``torch.optim`` optimizer instance, whose first parameter group also supplies ``lr`` when it
     is not given. For an optimizer the prediction does not apply to, λ₀ is not estimated and the
     result says why. ``options`` go to :func:`lrphase.estimate_lambda0`; ``jvp_mode`` defaults
-    to ``"double"`` so the arithmetic, and the verdict, never depend on timing.
+    to ``"double"`` so the arithmetic, and the verdict, never depend on timing, and ``ntk`` to
+    False: the verdict needs λ₀ alone, and for cross-entropy the NTK λ₀ would be a second Lanczos
+    run per batch.
     """
     spec, group_lr = _optimizer(optimizer, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay, dampening=dampening)
     lr = lr if lr is not None else group_lr
@@ -193,6 +195,7 @@ def check(
     margin = validate("margin", margin, where)
     if not spec.applies:
         return CheckResult(lr, spec, accept, margin, None, None)
+    options.setdefault("ntk", False)
     probed = probe(model, data, loss=loss, c_act=c_act, optimizer=spec, jvp_mode=jvp_mode, progress=progress, **options)
     return CheckResult(lr, spec, accept, margin, probed, place(probed.phases, lr, accept=accept, margin=margin))
 

@@ -180,19 +180,19 @@ def estimate_lambda0(
                 notes.append(products.fallback)
             if progress is not None:
                 progress(index + 1, len(inputs))
-    gn = [b.lambda_gn for b in results]
-    nt = [b.lambda_ntk for b in results]
-    if not statistics.fmean(gn) > 0:
+    lambda0, lambda0_std = _mean_and_spread([b.lambda_gn for b in results])
+    ntk_lambda0, ntk_lambda0_std = _mean_and_spread([b.lambda_ntk for b in results])
+    if not lambda0 > 0:
         raise InputError(
             "λ₀ is not positive: the outputs do not depend on the trainable parameters at initialization; "
             "check that trainable weights reach the outputs (e.g. not all zero-initialized)"
         )
     k = products.output.shape[1]
     return Lambda0Estimate(
-        lambda0=statistics.fmean(gn),
-        lambda0_std=statistics.stdev(gn) if len(gn) > 1 else 0.0,
-        ntk_lambda0=statistics.fmean(nt),
-        ntk_lambda0_std=statistics.stdev(nt) if len(nt) > 1 else 0.0,
+        lambda0=lambda0,
+        lambda0_std=lambda0_std,
+        ntk_lambda0=ntk_lambda0,
+        ntk_lambda0_std=ntk_lambda0_std,
         loss=loss_spec,
         per_batch=tuple(results),
         batch_size=samples,
@@ -206,6 +206,13 @@ def estimate_lambda0(
         tol=tol,
         notes=tuple(dict.fromkeys(notes)),
     )
+
+
+def _mean_and_spread(values: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation over batches (0 for one batch); NaN for skipped values."""
+    if any(math.isnan(v) for v in values):
+        return math.nan, math.nan
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
 def _chunking(clone: nn.Module, x: Any, chunk_size: int | None, seed: int, notes: list[str]) -> int | None:

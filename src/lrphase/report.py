@@ -29,8 +29,8 @@ def probe_to_dict(result: ProbeResult, *, source: str | None = None) -> dict[str
         "source": source,
         "lambda0": est.lambda0,
         "lambda0_std": est.lambda0_std,
-        "ntk_lambda0": est.ntk_lambda0,
-        "ntk_lambda0_std": est.ntk_lambda0_std,
+        "ntk_lambda0": _num(est.ntk_lambda0),
+        "ntk_lambda0_std": _num(est.ntk_lambda0_std),
         "eta_crit": ph.eta_crit,
         "eta_max": ph.eta_max,
         "eta_recommended": ph.eta_recommended,
@@ -58,7 +58,7 @@ def probe_to_dict(result: ProbeResult, *, source: str | None = None) -> dict[str
         "per_batch": [
             {
                 "lambda0": b.lambda_gn,
-                "ntk_lambda0": b.lambda_ntk,
+                "ntk_lambda0": _num(b.lambda_ntk),
                 "iterations": b.iterations,
                 "relative_error": b.relative_residual,  # schema lrphase.probe/1: the residual bound
                 "relative_residual": b.relative_residual,
@@ -90,8 +90,9 @@ def render_probe(result: ProbeResult, console: Console, *, source: str | None = 
         f"{est.lambda0:.5g}{spread}",
         f"top eigenvalue of Jᵀ H J, mean ± std over {len(est.per_batch)} batch(es) of {est.batch_size}",
     )
-    ntk_spread = f" ± {est.ntk_lambda0_std:.3g}" if len(est.per_batch) > 1 else ""
-    table.add_row("NTK λ₀", f"{est.ntk_lambda0:.5g}{ntk_spread}", "paper's Θ = J Jᵀ/(km)")
+    if math.isfinite(est.ntk_lambda0):  # NaN where it was skipped (ntk=False)
+        ntk_spread = f" ± {est.ntk_lambda0_std:.3g}" if len(est.per_batch) > 1 else ""
+        table.add_row("NTK λ₀", f"{est.ntk_lambda0:.5g}{ntk_spread}", "paper's Θ = J Jᵀ/(km)")
     opt = ph.optimizer if ph.applies else Optimizer()
     table.add_row(f"η_crit = {opt.crit_formula()}", f"{ph.eta_crit:.4g}", f"{opt.describe()} is unstable above")
     table.add_row(

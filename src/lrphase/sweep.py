@@ -118,7 +118,7 @@ def run_sweep(
 ) -> SweepResult:
     """Train at each rate of ``lrs`` (default: :func:`default_grid`) and locate the phase boundaries.
 
-    λ₀ is measured on the training batch. Under ``torch.distributed`` the grid's rates and
+    λ₀ is measured on the training batch (the NTK λ₀, which the sweep does not use, is not). Under ``torch.distributed`` the grid's rates and
     each refinement round's rates are shared out across the ranks. With ``out_dir`` each finished run is written to
     ``out_dir/run-<lr>.json`` at once, and runs already there with the same settings are reused.
     """
@@ -128,7 +128,7 @@ def run_sweep(
         raise InputError("--lrs must list positive learning rates")
     probed = probe(
         model, data, loss=loss, c_act=c_act, optimizer=optimizer, batch_size=batch_size, batches=1, device=device,
-        dtype=dtype, seed=seed, tol=tol, max_iter=max_iter, distributed=False,
+        dtype=dtype, seed=seed, tol=tol, max_iter=max_iter, distributed=False, ntk=False,
     )
     est, ph = probed.estimate, probed.phases
     trainer = make_trainer(
