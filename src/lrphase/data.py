@@ -1,14 +1,16 @@
-"""Turning the user's data into a few fixed batches ``(x, y)`` at the user's batch size.
+"""Turning the user's data into batches ``(x, y)`` at the user's batch size.
 
 Accepted forms: a ``Dataset`` whose items are ``(x, y)``, a ``DataLoader``, or an
 ``(X, Y)`` pair of tensors with the samples along the first dimension. Batches are drawn
 without replacement by a generator seeded with ``seed``, so they are reproducible and
-the global RNG is never consumed.
+the global RNG is never consumed: a few fixed batches for λ₀ (:func:`make_batches`), or the
+endless stream of a training run (:func:`batch_stream`), whose first epoch they are.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import itertools
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import torch
@@ -21,25 +23,77 @@ Batch = tuple[Any, Any]
 
 
 def make_batches(data: Any, *, batch_size: int | None, batches: int, seed: int) -> list[Batch]:
-    """Return ``batches`` disjoint batches (fewer when the data holds fewer) of ``batch_size`` samples."""
+    """Return ``batches`` disjoint batches (fewer when the data holds fewer) of ``batch_size`` samples.
+
+    They are the first batches of :func:`batch_stream` for the same ``seed``: the first epoch's.
+    """
     if batches < 1:
         raise InputError(f"--batches must be at least 1, got {batches}")
+    if isinstance(data, DataLoader) and batch_size is None:
+        out = list(itertools.islice(batch_stream(data, batch_size=None, seed=seed), batches))
+        if not out:
+            raise InputError("the DataLoader yielded no batches: the dataset is empty")
+        return out
+    size, batch_size = _sizes(data, batch_size)
+    return list(itertools.islice(batch_stream(data, batch_size=batch_size, seed=seed), max(1, min(batches, size // batch_size))))
+
+
+def batch_stream(data: Any, *, batch_size: int | None, seed: int) -> Iterator[Batch]:
+    """Minibatches as training draws them, without end.
+
+    Every epoch is a permutation of the samples from one generator seeded with ``seed``, cut into
+    batches of ``batch_size`` (default: min(128, the dataset's size)); an epoch's incomplete last
+    batch is dropped. A ``DataLoader`` given with no ``batch_size`` is iterated as it is, epoch
+    after epoch, each draw under a global RNG seeded from ``seed`` and the draw's index (the
+    caller's RNG state is restored), so shuffling and random transforms are reproducible.
+    """
+    if isinstance(data, DataLoader) and batch_size is None:
+        return _loader_stream(data, seed)
+    size, batch_size = _sizes(data, batch_size)
+    if isinstance(data, DataLoader):
+        data, collate = data.dataset, data.collate_fn
+    else:
+        collate = default_collate
+    if _is_tensor_pair(data):
+        x, y = data
+        return _permuted(size, batch_size, seed, lambda idx: (x[idx.to(x.device)], y[idx.to(y.device)]))
+    return _permuted(size, batch_size, seed, lambda idx: _as_pair(collate([data[j] for j in idx.tolist()])))
+
+
+def is_full_batch(data: Any, batch_size: int | None) -> bool:
+    """Whether one batch holds every sample, so that training on it is full-batch gradient descent."""
+    if isinstance(data, DataLoader) and batch_size is None:
+        try:
+            return data.batch_size is not None and data.batch_size >= len(data.dataset)
+        except TypeError:  # an iterable dataset has no length
+            return False
+    size, drawn = _sizes(data, batch_size)
+    return drawn >= size
+
+
+def _sizes(data: Any, batch_size: int | None) -> tuple[int, int]:
+    """The number of samples in ``data`` and the batch size to draw (at most that number)."""
     if batch_size is not None and batch_size < 1:
         raise InputError(f"--batch-size must be at least 1, got {batch_size}")
     if isinstance(data, DataLoader):
-        if batch_size is None:
-            return _from_loader(data, batches, seed)
-        return _from_dataset(data.dataset, batch_size, batches, seed, data.collate_fn)
+        data = data.dataset
     if _is_tensor_pair(data):
         x, y = data
         if len(x) != len(y):
             raise InputError(f"data X has {len(x)} samples but Y has {len(y)}: give one label per sample")
-        return _from_tensors(x, y, batch_size, batches, seed)
-    if isinstance(data, (Dataset, Sequence)):
-        return _from_dataset(data, batch_size, batches, seed, default_collate)
-    raise InputError(
-        f"data is a {type(data).__name__}; give a Dataset, a DataLoader or an (X, Y) pair of tensors"
-    )
+        size = len(x)
+    elif isinstance(data, (Dataset, Sequence)):
+        try:
+            size = len(data)
+        except TypeError as exc:
+            raise InputError("the dataset has no length: give a map-style Dataset or a DataLoader") from exc
+    else:
+        raise InputError(
+            f"data is a {type(data).__name__}; give a Dataset, a DataLoader or an (X, Y) pair of tensors"
+        )
+    if size == 0:
+        raise InputError("the dataset is empty: give at least one sample")
+    return size, min(batch_size or min(size, 128), size)
 
 
 def _is_tensor_pair(data: Any) -> bool:
@@ -51,45 +105,28 @@ def _is_tensor_pair(data: Any) -> bool:
     )
 
 
-def _counts(size: int, batch_size: int | None, batches: int) -> tuple[int, int]:
-    if size == 0:
-        raise InputError("the dataset is empty: give at least one sample")
-    batch_size = min(batch_size or min(size, 128), size)
-    return batch_size, max(1, min(batches, size // batch_size))
+def _permuted(size: int, batch_size: int, seed: int, take: Callable[[torch.Tensor], Batch]) -> Iterator[Batch]:
+    generator = torch.Generator().manual_seed(seed)
+    while True:
+        order = torch.randperm(size, generator=generator)
+        for start in range(0, size - batch_size + 1, batch_size):
+            yield take(order[start : start + batch_size])
 
 
-def _from_tensors(x: torch.Tensor, y: torch.Tensor, batch_size: int | None, batches: int, seed: int) -> list[Batch]:
-    batch_size, count = _counts(len(x), batch_size, batches)
-    order = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))
-    picks = [order[i * batch_size : (i + 1) * batch_size].to(x.device) for i in range(count)]
-    return [(x[idx], y[idx]) for idx in picks]
-
-
-def _from_dataset(dataset: Any, batch_size: int | None, batches: int, seed: int, collate: Any) -> list[Batch]:
-    try:
-        size = len(dataset)
-    except TypeError as exc:
-        raise InputError("the dataset has no length: give a map-style Dataset or a DataLoader") from exc
-    batch_size, count = _counts(size, batch_size, batches)
-    order = torch.randperm(size, generator=torch.Generator().manual_seed(seed)).tolist()
-    out = []
-    for i in range(count):
-        items = [dataset[j] for j in order[i * batch_size : (i + 1) * batch_size]]
-        out.append(_as_pair(collate(items)))
-    return out
-
-
-def _from_loader(loader: DataLoader, batches: int, seed: int) -> list[Batch]:
-    out = []
-    with preserved_rng():
-        torch.manual_seed(seed)
-        for batch in loader:
-            out.append(_as_pair(batch))
-            if len(out) == batches:
+def _loader_stream(loader: DataLoader, seed: int) -> Iterator[Batch]:
+    draws = itertools.count()
+    while True:
+        iterator, empty = iter(loader), True
+        while True:
+            with preserved_rng():
+                torch.manual_seed(seed + 1_000_003 * next(draws))
+                batch = next(iterator, None)
+            if batch is None:
                 break
-    if not out:
-        raise InputError("the DataLoader yielded no batches: the dataset is empty")
-    return out
+            empty = False
+            yield _as_pair(batch)
+        if empty:
+            return
 
 
 def _as_pair(batch: Any) -> Batch:

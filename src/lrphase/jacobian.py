@@ -166,7 +166,9 @@ def seeded_forward(
     first = next(model.parameters(), None)
     devices = [first.device] if first is not None and first.is_cuda else []
     with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(seed)
+        torch.default_generator.manual_seed(seed)  # not torch.manual_seed: it also queues a lazy CUDA seeding, with a traceback
+        for device in devices:
+            torch.cuda.default_generators[device.index if device.index is not None else torch.cuda.current_device()].manual_seed(seed)
         out = model(*args) if params is None else functional_call(model, params, args)
     if not isinstance(out, torch.Tensor):
         raise InputError(f"the model returned a {type(out).__name__}; it must return one tensor of outputs")
