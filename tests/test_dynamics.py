@@ -134,3 +134,32 @@ def test_refinement_rounds_split_a_bracket_evenly_in_log_space():
 
     assert _interior(Boundary(1.0, 4.0), 1) == pytest.approx([2.0])
     assert _interior(Boundary(1.0, 27.0), 2) == pytest.approx([3.0, 9.0])  # three ranks on one open bracket
+
+
+@pytest.mark.parametrize("edge, expected", [(0.01, "down"), (100.0, "up"), (1.0, None)])
+def test_the_default_grid_extends_until_it_brackets_the_divergence_boundary(edge, expected):
+    """Below its lowest rate when that already diverges (cross-entropy), above its top when nothing does."""
+    from lrphase.sweep import EXTEND_FACTOR, SweepRun, _extend
+    from lrphase.verdict import Verdict
+
+    def result(lr: float) -> SweepRun:
+        phase = "divergent" if lr >= edge else "lazy"
+        return SweepRun(run=None, verdict=Verdict(phase, "", 1.0, 0, 1.0, 1.0, False))
+
+    grid = [0.5, 1.0, 2.0] if edge == 1.0 else [0.5, 1.0]
+    done = {lr: result(lr) for lr in grid}
+    trained = []
+
+    def train(rates):
+        trained.extend(rates)
+        done.update({lr: result(lr) for lr in rates})
+
+    _extend(done, lambda phase: phase == "divergent", train)
+    if expected is None:
+        assert not trained
+    elif expected == "down":
+        assert trained == [0.5 / EXTEND_FACTOR**i for i in range(1, len(trained) + 1)]
+        assert min(done) < edge and done[min(done)].verdict.phase == "lazy"
+    else:
+        assert trained and all(b == a * EXTEND_FACTOR for a, b in zip([1.0, *trained], trained))
+        assert max(done) >= edge > max(done) / EXTEND_FACTOR

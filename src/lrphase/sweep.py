@@ -10,7 +10,10 @@ on one fixed batch (see :mod:`lrphase.dynamics`); each is classified by
   catapult) and the smallest rate above it that does not (divergent or unresolved);
 * c_act (fitted) = η_max,emp · λ₀, with λ₀ measured on the training batch itself.
 
-Each bracket is then narrowed in ``refine`` rounds in log-space: one run at its geometric
+The default grid adapts when it misses the divergence boundary: while its lowest rate already
+fails to converge it extends downward, and while no rate fails it extends upward, by a factor
+``EXTEND_FACTOR`` per run and at most ``MAX_EXTENSIONS`` runs each way (cross-entropy nets can
+diverge far below 0.25·η_crit). Each bracket is then narrowed in ``refine`` rounds in log-space: one run at its geometric
 midpoint per round (bisection); under ``torch.distributed`` a round trains as many rates as
 there are ranks, shared between the open brackets, each bracket split evenly by its share.
 """
@@ -37,6 +40,8 @@ from .verdict import Verdict, classify_run
 
 CONVERGED_RATIO = 1e-2
 CONVERGING = ("lazy", "catapult")
+EXTEND_FACTOR = 2.0
+MAX_EXTENSIONS = 8
 
 
 @dataclass(frozen=True)
@@ -116,7 +121,7 @@ def run_sweep(
     out_dir: str | Path | None = None,
     on_run: Callable[[SweepRun, int, int], None] | None = None,
 ) -> SweepResult:
-    """Train at each rate of ``lrs`` (default: :func:`default_grid`) and locate the phase boundaries.
+    """Train at each rate of ``lrs`` (default: :func:`default_grid`, extended as the module doc says) and locate the boundaries.
 
     λ₀ is measured on the training batch (the NTK λ₀, which the sweep does not use, is not). Under ``torch.distributed`` the grid's rates and
     each refinement round's rates are shared out across the ranks. With ``out_dir`` each finished run is written to
@@ -127,8 +132,8 @@ def run_sweep(
     if lrs is not None and (not lrs or any(not lr > 0 for lr in lrs)):
         raise InputError("--lrs must list positive learning rates")
     probed = probe(
-        model, data, loss=loss, c_act=c_act, optimizer=optimizer, batch_size=batch_size, batches=1, device=device,
-        dtype=dtype, seed=seed, tol=tol, max_iter=max_iter, distributed=False, ntk=False,
+        model, data, loss=loss, c_act=c_act, optimizer=optimizer, measure=False, batch_size=batch_size, batches=1,
+        device=device, dtype=dtype, seed=seed, tol=tol, max_iter=max_iter, distributed=False, ntk=False,
     )
     est, ph = probed.estimate, probed.phases
     trainer = make_trainer(
@@ -138,7 +143,7 @@ def run_sweep(
     store = _RunStore(out_dir, dict(steps=steps, seed=seed, batch_size=est.batch_size, loss=est.loss.name, optimizer=asdict(trainer.optimizer)))
     grid = sorted(lrs) if lrs is not None else default_grid(ph.eta_crit, ph.eta_max, points)
     rank, size = world()
-    total = len(grid[rank::size]) + refine * (2 if size == 1 else 1)  # the runs this rank trains, at most
+    total = len(grid[rank::size]) + refine * (2 if size == 1 else 1)  # the runs this rank trains, before extensions
     done: dict[float, SweepRun] = {}
     trained: list[float] = []  # by this rank, for progress
 
@@ -149,7 +154,7 @@ def run_sweep(
         done[lr] = result
         trained.append(lr)
         if on_run is not None:
-            on_run(result, len(trained), total)
+            on_run(result, len(trained), max(total, len(trained)))
         return result
 
     def train_shared(rates: list[float]) -> None:
@@ -162,6 +167,8 @@ def run_sweep(
 
     train_shared(grid)
     tests = {"crit": lambda p: p != "lazy", "max": lambda p: p not in CONVERGING}
+    if lrs is None:
+        _extend(done, tests["max"], train_shared)
     bounds = {name: _bracket(done, fails) for name, fails in tests.items()}
     for _ in range(refine):
         open_brackets = {name: b for name, b in bounds.items() if b is not None}
@@ -173,6 +180,19 @@ def run_sweep(
             bounds[name] = _bracket({lr: r for lr, r in done.items() if b.below <= lr <= b.above}, tests[name])
     runs = tuple(done[lr] for lr in sorted(done))
     return SweepResult(probed, runs, steps, bounds["crit"], bounds["max"], trainer.optimizer)
+
+
+def _extend(done: dict[float, SweepRun], fails: Callable[[str], bool], train: Callable[[list[float]], None]) -> None:
+    """Extend the grid down while its lowest rate ``fails``, and up while no rate does (module doc)."""
+    for _ in range(MAX_EXTENSIONS):
+        lowest = min(done)
+        if not fails(done[lowest].verdict.phase):
+            break
+        train([lowest / EXTEND_FACTOR])
+    for _ in range(MAX_EXTENSIONS):
+        if any(fails(r.verdict.phase) for r in done.values()):
+            break
+        train([max(done) * EXTEND_FACTOR])
 
 
 def _bracket(done: dict[float, SweepRun], fails: Callable[[str], bool]) -> Boundary | None:
