@@ -36,10 +36,20 @@ def run(*args: str):
 
 
 def test_probe_prints_the_phase_table(tmp_path):
-    result = run("probe", write(tmp_path, GOOD), "--seed", "1")
+    result = run("probe", write(tmp_path, GOOD), "--seed", "1", "--no-measure")
     assert result.exit_code == 0, result.output
     for text in ("λ₀", "η_crit = 2/λ₀", "η_max = c_act/λ₀", "recommended η", "lazy", "catapult", "divergent", "converged"):
         assert text in result.output
+    assert "not measured" in result.output  # minibatches of 20 from 40 samples: the prediction is not exact
+
+
+def test_probe_measures_the_edge_outside_the_papers_setting_and_shows_the_runs(tmp_path):
+    result = run("probe", write(tmp_path, GOOD), "--seed", "1")
+    assert result.exit_code == 0, result.output
+    for text in ("η_max (measured)", "measured edge", "trains", "fails", "recommended η", "η_max/4"):
+        assert text in result.output
+    full_batch = run("probe", write(tmp_path, GOOD.replace("batch_size = 20", "batch_size = 40")), "--json")
+    assert json.loads(full_batch.stdout)["eta_max_source"] == "predicted"  # MSE, full-batch GD, ReLU: exact
 
 
 def test_probe_json_has_the_documented_keys(tmp_path):
@@ -50,10 +60,11 @@ def test_probe_json_has_the_documented_keys(tmp_path):
                 "activation", "loss", "converged", "iterations"):
         assert key in out
     assert out["eta_crit"] == pytest.approx(2 / out["lambda0"])
-    assert out["eta_max"] == pytest.approx(out["c_act"] / out["lambda0"])
-    assert out["eta_crit"] < out["eta_recommended"] < out["eta_max"]
+    assert out["eta_max_predicted"] == pytest.approx(out["c_act"] / out["lambda0"])
+    assert out["eta_max_source"] == "measured" and out["eta_max"] == out["measurement"]["eta_max"]
+    assert out["eta_recommended"] == pytest.approx(out["eta_max"] / 4)
     assert out["activation"] == "relu" and out["c_act"] == 12
-    assert out["loss"] == "mse" and out["batches"] == 2 and out["batch_size"] == 20
+    assert out["loss"] == "mse" and out["batches"] == 1 and out["batch_size"] == 20  # one batch places the search
 
 
 def test_factory_target_and_cross_entropy(tmp_path):
@@ -65,8 +76,8 @@ def test_factory_target_and_cross_entropy(tmp_path):
     assert result.exit_code == 0, result.output
     out = json.loads(result.stdout)
     assert out["activation"] == "tanh" and out["c_act"] == 4
-    assert out["loss"] == "cross_entropy_mean" and out["confidence"] == "low"
-    assert any("upper bound" in c for c in out["caveats"])
+    assert out["loss"] == "cross_entropy_mean" and out["eta_max_source"] == "measured"
+    assert out["measurement"]["runs"] and out["eta_max"] == out["measurement"]["eta_max"]
 
 
 def test_functional_relu_is_detected(tmp_path):

@@ -51,7 +51,7 @@ def test_a_nearer_pyproject_without_the_table_means_no_config(tmp_path):
     inner.mkdir()
     (inner / "pyproject.toml").write_text('[project]\nname = "inner"\n')
     settings = resolve_settings("model.py", cwd=inner)
-    assert settings.batches == 3 and settings.config_file is None
+    assert settings.batches is None and settings.config_file is None  # None: the probe's default (3, or 1 when measuring)
 
 
 def test_precedence_cli_over_config_over_model_file_over_defaults(tmp_path):

@@ -1,4 +1,4 @@
-"""Rendering a check for people (rich), machines (JSON ``lrphase.check/1``) and CI (GitHub annotations)."""
+"""Rendering a check for people (rich), machines (JSON ``lrphase.check/2``) and CI (GitHub annotations)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from rich.console import Console
 from rich.table import Table
 
 from .checking import EXIT_FAIL, EXIT_NOT_APPLICABLE, EXIT_NOT_CONVERGED, EXIT_PASS, CheckResult
-from .report import probe_to_dict
+from .report import probe_to_dict, render_measurement
 
-CHECK_SCHEMA = "lrphase.check/1"
+CHECK_SCHEMA = "lrphase.check/2"
 ANNOTATION_TITLE = "lrphase check"
 ANNOTATION_LEVELS = {EXIT_FAIL: "error", EXIT_NOT_CONVERGED: "error", EXIT_NOT_APPLICABLE: "warning"}
 
@@ -28,6 +28,8 @@ def check_to_dict(result: CheckResult, *, source: str | None = None) -> dict[str
         "margin": result.margin,
         "eta_crit": ph.eta_crit if ph else None,
         "eta_max": ph.eta_max if ph else None,
+        "eta_max_source": ph.source if ph else None,
+        "eta_max_predicted": ph.eta_max_predicted if ph else None,
         "eta_recommended": ph.eta_recommended if ph else None,
         "lambda0": result.lambda0,
         "eta_lambda0": result.eta_lambda0,
@@ -51,7 +53,7 @@ def render_check(result: CheckResult, console: Console, *, source: str | None = 
         console.print(f"[bold]{title}[/]")
         console.print(f"[bold yellow]NOT CHECKED[/] (exit {result.exit_code}): {result.message}")
         return
-    ph, est = result.probe.phases, result.probe.estimate
+    ph, est = result.probe.advice, result.probe.estimate
     table = Table(title=title, title_justify="left", show_header=True, header_style="bold")
     table.add_column("quantity")
     table.add_column("value", justify="right")
@@ -59,11 +61,23 @@ def render_check(result: CheckResult, console: Console, *, source: str | None = 
     table.add_row("η", f"{result.lr:.4g}", f"the rate checked, for {result.optimizer.describe()}")
     table.add_row("λ₀", f"{est.lambda0:.5g}", f"top eigenvalue of the Gauss–Newton matrix of {est.loss.formula}")
     table.add_row("η·λ₀", f"{result.eta_lambda0:.4g}", "the rate in units of 1/λ₀")
-    table.add_row(f"η_crit = {ph.optimizer.crit_formula()}", f"{ph.eta_crit:.4g}", "lazy below, catapult above")
-    table.add_row(f"η_max = {ph.optimizer.max_formula()}", f"{ph.eta_max:.4g}", f"c_act = {ph.c_act:g}; divergent above")
+    crit = "η_crit = 2F/λ" if ph.lambda_sharp is not None else f"η_crit = {ph.optimizer.crit_formula()}"
+    table.add_row(crit, f"{ph.eta_crit:.4g}", "lazy below, catapult above")
+    if ph.measurement is not None:
+        table.add_row(
+            "η_max (measured)", f"{ph.eta_max:.4g}",
+            f"largest rate that trained; divergent above (predicted {ph.eta_max_predicted:.4g})",
+        )
+    else:
+        table.add_row(
+            f"η_max = {ph.optimizer.max_formula()}", f"{ph.eta_max:.4g}",
+            f"predicted, c_act = {ph.prediction.c_act:g}; divergent above",
+        )
     table.add_row("recommended η", f"{ph.eta_recommended:.4g}", f"confidence: {ph.confidence}")
     table.add_row("phase", f"[bold]{result.phase}[/]", f"accepted: {', '.join(result.accept)}; margin {result.margin:g}")
     console.print(table)
+    if ph.measurement is not None:
+        render_measurement(ph.measurement, console)
     if result.suggested_lr is not None:
         console.print(f"suggested lr: [bold green]{result.suggested_lr:.4g}[/]")
     verdict = {EXIT_PASS: "[bold green]PASS[/]", EXIT_FAIL: "[bold red]FAIL[/]", EXIT_NOT_CONVERGED: "[bold red]NOT CONVERGED[/]"}

@@ -1,6 +1,8 @@
-"""``lrphase check``: place one learning rate in its predicted phase, and pass or fail it.
+"""``lrphase check``: place one learning rate in its phase, and pass or fail it.
 
-A rate η passes when it lies in an accepted phase (default: lazy or catapult; divergent never
+The phases are the probe's advice (:mod:`lrphase.advice`): the paper's prediction where it is
+exact, the measured divergence edge where it is not, so a rate that diverges in short training
+runs of the user's optimizer on the user's minibatches never passes. A rate η passes when it lies in an accepted phase (default: lazy or catapult; divergent never
 passes). With a margin m ≥ 0 every rate in [η/(1+m), η·(1+m)] must lie in an accepted phase:
 η must be at least a factor 1+m away from each boundary between an accepted and a rejected
 phase, while a boundary between two accepted phases needs no distance. m = 0 checks η alone.
@@ -26,7 +28,8 @@ from torch import nn
 from .config import ACCEPTABLE_PHASES, Settings, validate
 from .errors import InputError
 from .optimizers import Optimizer
-from .phases import PHASE_NAMES, PhasePrediction
+from .advice import Advice
+from .phases import PHASE_NAMES
 from .probing import ProbeResult, probe
 from .spec import ModelSpec
 
@@ -62,8 +65,9 @@ class CheckResult:
         return self.optimizer.applies
 
     @property
-    def phases(self) -> PhasePrediction | None:
-        return self.probe.phases if self.probe else None
+    def phases(self) -> Advice | None:
+        """The boundaries the rate was judged against (the probe's advice)."""
+        return self.probe.advice if self.probe else None
 
     @property
     def phase(self) -> str | None:
@@ -108,20 +112,20 @@ class CheckResult:
         return EXIT_PASS if self.placement.accepted else EXIT_FAIL
 
 
-def passes(phases: PhasePrediction, lr: float, *, accept: Sequence[str], margin: float = 0.0) -> bool:
+def passes(phases: Advice, lr: float, *, accept: Sequence[str], margin: float = 0.0) -> bool:
     """Whether every rate in [lr/(1+margin), lr·(1+margin)] lies in an accepted phase."""
     first = PHASE_NAMES.index(phases.phase_of(lr / (1.0 + margin)))
     last = PHASE_NAMES.index(phases.phase_of(lr * (1.0 + margin)))
     return all(name in accept for name in PHASE_NAMES[first : last + 1])
 
 
-def place(phases: PhasePrediction, lr: float, *, accept: Sequence[str], margin: float = 0.0) -> Placement:
+def place(phases: Advice, lr: float, *, accept: Sequence[str], margin: float = 0.0) -> Placement:
     """Place ``lr`` in ``phases`` and judge it against the accepted phases and the margin (module doc)."""
     phase = phases.phase_of(lr)
     ok = passes(phases, lr, accept=accept, margin=margin)
     where = (
         f"lr {lr:.4g} is {phase} (η·λ₀ = {lr * phases.lambda0:.3g}; lazy below η_crit = {phases.eta_crit:.4g}, "
-        f"divergent from η_max = {phases.eta_max:.4g})"
+        f"divergent from η_max = {phases.eta_max:.4g}, {phases.source})"
     )
     accepted = ", ".join(accept)
     if ok:
@@ -138,7 +142,7 @@ def place(phases: PhasePrediction, lr: float, *, accept: Sequence[str], margin: 
     )
 
 
-def _nearest_rejected_boundary(phases: PhasePrediction, lr: float, accept: Sequence[str]) -> tuple[float, str]:
+def _nearest_rejected_boundary(phases: Advice, lr: float, accept: Sequence[str]) -> tuple[float, str]:
     boundaries = [
         (phases.eta_crit, "η_crit", ("lazy", "catapult")),
         (phases.eta_max, "η_max", ("catapult", "divergent")),
@@ -147,7 +151,7 @@ def _nearest_rejected_boundary(phases: PhasePrediction, lr: float, accept: Seque
     return min(separating, key=lambda item: abs(math.log(item[0] / lr)))
 
 
-def _suggest(phases: PhasePrediction, *, accept: Sequence[str], margin: float) -> float | None:
+def _suggest(phases: Advice, *, accept: Sequence[str], margin: float) -> float | None:
     candidates = (
         phases.eta_recommended,
         math.sqrt(phases.eta_crit * phases.eta_max),
@@ -180,7 +184,8 @@ def check(
     ``weight_decay`` and ``dampening`` as in ``torch.optim.SGD``; an :class:`Optimizer`; or a
     ``torch.optim`` optimizer instance, whose first parameter group also supplies ``lr`` when it
     is not given. For an optimizer the prediction does not apply to, λ₀ is not estimated and the
-    result says why. ``options`` go to :func:`lrphase.estimate_lambda0`; ``jvp_mode`` defaults
+    result says why. ``options`` go to :func:`lrphase.probe` (``measure``, ``measure_steps``) and
+    :func:`lrphase.estimate_lambda0`; ``jvp_mode`` defaults
     to ``"double"`` so the arithmetic, and the verdict, never depend on timing, and ``ntk`` to
     False: the verdict needs λ₀ alone, and for cross-entropy the NTK λ₀ would be a second Lanczos
     run per batch.
@@ -197,7 +202,7 @@ def check(
         return CheckResult(lr, spec, accept, margin, None, None)
     options.setdefault("ntk", False)
     probed = probe(model, data, loss=loss, c_act=c_act, optimizer=spec, jvp_mode=jvp_mode, progress=progress, **options)
-    return CheckResult(lr, spec, accept, margin, probed, place(probed.phases, lr, accept=accept, margin=margin))
+    return CheckResult(lr, spec, accept, margin, probed, place(probed.advice, lr, accept=accept, margin=margin))
 
 
 def check_spec(spec: ModelSpec, settings: Settings, *, progress: Callable[[int, int], None] | None = None) -> CheckResult:
@@ -205,7 +210,7 @@ def check_spec(spec: ModelSpec, settings: Settings, *, progress: Callable[[int, 
     return check(
         spec.model, spec.data, lr=settings.lr, optimizer=settings.optimizer_spec(), accept=settings.accept,
         margin=settings.margin, loss=settings.loss or spec.loss, c_act=settings.c_act, jvp_mode=settings.jvp or "double",
-        progress=progress, **settings.estimate_options(),
+        progress=progress, **settings.advice_options(), **settings.estimate_options(),
     )
 
 

@@ -8,13 +8,14 @@ apply to the optimizer (``check``).
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from enum import Enum
-from typing import Any, Optional, TypeVar
+from typing import Annotated, Any, Optional, TypeVar
 
 import typer
 
@@ -120,13 +121,34 @@ def _progress(enabled: bool, description: str) -> Iterator[Optional[Callable[[in
         yield update
 
 
-def _torch_dtype(dtype: Optional[DType]) -> Any:
-    if dtype is None:
+def _run_counter(update: Optional[Callable[[int, int], None]]) -> Optional[Callable[[Any], None]]:
+    """A stability-search callback that moves the progress bar on by one step per run."""
+    if update is None:
         return None
-    import torch
+    runs = itertools.count(1)
 
-    return {"float32": torch.float32, "float64": torch.float64}[dtype.value]
+    def on_run(_: Any) -> None:
+        done = next(runs)
+        update(done, done + 1)
 
+    return on_run
+
+
+OptimizerName = Annotated[
+    Optional[str],
+    typer.Option("--optimizer", help="sgd (default) | adam | adamw | rmsprop | … (adaptive: the prediction does not apply)."),
+]
+Momentum = Annotated[Optional[float], typer.Option("--momentum", help="SGD momentum β (default 0).")]
+Nesterov = Annotated[Optional[bool], typer.Option("--nesterov/--no-nesterov", help="Nesterov momentum (as torch.optim.SGD).")]
+WeightDecay = Annotated[Optional[float], typer.Option("--weight-decay", help="L2 weight decay wd (default 0): the curvature becomes λ₀ + wd.")]
+Measure = Annotated[
+    Optional[bool],
+    typer.Option(
+        "--measure/--no-measure",
+        help="Measure the divergence edge with short training runs (default: where the paper's prediction is not exact).",
+    ),
+]
+MeasureSteps = Annotated[Optional[int], typer.Option("--measure-steps", help="Steps of each measuring run (default 50).")]
 
 TARGET_HELP = "Model file `path.py` (or `path.py:factory`) defining `model` and `data`."
 OPTIONAL_TARGET_HELP = TARGET_HELP + " Default: `model` under \\[tool.lrphase] in pyproject.toml."
@@ -140,7 +162,7 @@ def probe(
     config: Optional[str] = typer.Option(None, "--config", help=CONFIG_HELP),
     loss: Optional[str] = typer.Option(None, help="mse (paper, default) | cross_entropy | mse_loss_mean | mse_loss_sum | cross_entropy_sum; overrides the file's `loss`."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Samples per batch (default: the file's `batch_size`, else 128)."),
-    batches: Optional[int] = typer.Option(None, help="Batches λ₀ is averaged over (default 3)."),
+    batches: Optional[int] = typer.Option(None, help="Batches λ₀ is averaged over (default 3; 1 when the edge is measured)."),
     device: Optional[str] = typer.Option(None, help="auto (CUDA, else MPS, else CPU; default) | cpu | cuda | cuda:1 | mps."),
     dtype: Optional[DType] = typer.Option(None, help="Compute dtype (default: the model's own)."),
     seed: Optional[int] = typer.Option(None, help="Seed for the model file, batch sampling and Lanczos start vectors (default 0)."),
@@ -149,6 +171,12 @@ def probe(
     c_act: Optional[float] = typer.Option(None, "--c-act", help="Override c_act in η_max = c_act/λ₀ (e.g. from `lrphase sweep`)."),
     jvp: Optional[JvpMode] = typer.Option(None, help="How J·v is computed: auto (default) times the candidates once."),
     chunk_size: Optional[int] = typer.Option(None, "--chunk-size", help=CHUNK_HELP),
+    optimizer: OptimizerName = None,
+    momentum: Momentum = None,
+    nesterov: Nesterov = None,
+    weight_decay: WeightDecay = None,
+    measure: Measure = None,
+    measure_steps: MeasureSteps = None,
     confirm: bool = typer.Option(False, "--confirm", help="Also train briefly at the recommended rate and at 0.5·η_crit to watch the catapult."),
     steps: int = typer.Option(40, help="Gradient-descent steps of each --confirm run."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object (documented keys) and nothing else on stdout."),
@@ -165,13 +193,16 @@ def probe(
         settings, spec = load_project(target, config=config, overrides=dict(
             loss=loss, batch_size=batch_size, batches=batches, device=device, dtype=dtype and dtype.value, seed=seed,
             tol=tol, max_iter=max_iter, c_act=c_act, jvp=jvp and jvp.value, chunk_size=chunk_size,
+            optimizer=optimizer, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay, measure=measure,
+            measure_steps=measure_steps,
         ))
         options = settings.estimate_options()
-        optimizer = settings.optimizer_spec()
-        with _progress(not as_json and _main_process(), "estimating λ₀") as update:
+        spec_optimizer = settings.optimizer_spec()
+        with _progress(not as_json and _main_process(), "probing") as update:
             result = run_probe(
-                spec.model, spec.data, loss=settings.loss or spec.loss, c_act=settings.c_act, optimizer=optimizer,
-                jvp_mode=settings.jvp or "auto", progress=update, **options,
+                spec.model, spec.data, loss=settings.loss or spec.loss, c_act=settings.c_act, optimizer=spec_optimizer,
+                jvp_mode=settings.jvp or "auto", progress=update, on_run=_run_counter(update),
+                **settings.advice_options(), **options,
             )
         confirmation = None
         if confirm:
@@ -182,7 +213,7 @@ def probe(
             with _progress(not as_json, "confirming") as update:
                 confirmation = run_confirm(
                     spec.model, spec.data, result, steps=steps, dtype=options["dtype"], seed=settings.seed,
-                    batch_size=settings.batch_size, optimizer=optimizer if optimizer.applies else None,
+                    batch_size=settings.batch_size, optimizer=spec_optimizer if spec_optimizer.applies else None,
                 )
         if not _main_process():
             return 0 if result.estimate.converged else 3
@@ -289,14 +320,16 @@ def check(
     lr: Optional[float] = typer.Option(None, "--lr", help="The learning rate to check (default: `lr` in the config, else in the model file)."),
     accept: Optional[str] = typer.Option(None, help="Phases that pass, comma-separated: lazy,catapult (default) | lazy | catapult."),
     margin: Optional[float] = typer.Option(None, help="Demand a factor 1+margin of distance from each boundary with a rejected phase (default 0)."),
-    optimizer: Optional[str] = typer.Option(None, help="sgd (default) | adam | adamw | rmsprop | … (adaptive: the prediction does not apply, exit 5)."),
-    momentum: Optional[float] = typer.Option(None, help="SGD momentum β (default 0): η_crit = 2(1+β)/λ₀ (heavy ball)."),
-    nesterov: Optional[bool] = typer.Option(None, "--nesterov/--no-nesterov", help="Nesterov momentum: η_crit = 2(1+β)/((1+2β)λ₀)."),
-    weight_decay: Optional[float] = typer.Option(None, "--weight-decay", help="L2 weight decay wd (default 0): the curvature becomes λ₀ + wd."),
+    optimizer: OptimizerName = None,
+    momentum: Momentum = None,
+    nesterov: Nesterov = None,
+    weight_decay: WeightDecay = None,
+    measure: Measure = None,
+    measure_steps: MeasureSteps = None,
     config: Optional[str] = typer.Option(None, "--config", help=CONFIG_HELP),
     loss: Optional[str] = typer.Option(None, help="Loss; overrides the file's `loss` (see `probe --help`)."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Samples per batch (default: the file's `batch_size`, else 128)."),
-    batches: Optional[int] = typer.Option(None, help="Batches λ₀ is averaged over (default 3)."),
+    batches: Optional[int] = typer.Option(None, help="Batches λ₀ is averaged over (default 3; 1 when the edge is measured)."),
     device: Optional[str] = typer.Option(None, help="auto (default) | cpu | cuda | cuda:1 | mps."),
     dtype: Optional[DType] = typer.Option(None, help="Compute dtype (default: the model's own)."),
     seed: Optional[int] = typer.Option(None, help="Seed for the model file, batch sampling and Lanczos (default 0): fixed seed, same verdict."),
@@ -321,6 +354,7 @@ def check(
                 lr=lr, accept=accept, margin=margin, optimizer=optimizer, momentum=momentum, nesterov=nesterov,
                 weight_decay=weight_decay, loss=loss, batch_size=batch_size, batches=batches, device=device,
                 dtype=dtype and dtype.value, seed=seed, tol=tol, max_iter=max_iter, c_act=c_act, jvp=jvp and jvp.value,
+                measure=measure, measure_steps=measure_steps,
             ))
             with _progress(not as_json, "estimating λ₀") as update:
                 result = check_spec(spec, settings, progress=update)

@@ -29,6 +29,7 @@ import torch
 from .errors import InputError
 from .optimizers import OPTIMIZERS, Optimizer
 from .spec import ModelSpec, load_spec, split_target
+from .stability import DEFAULT_STEPS
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -120,6 +121,8 @@ KEYS: dict[str, Key] = {
     "max_iter": _integer(1),
     "jvp": _string(("auto", "double", "jvp", "linearize")),
     "steps": _integer(1),
+    "measure": _boolean(),
+    "measure_steps": _integer(1),
     "chunk_size": _integer(1),
 }
 
@@ -148,7 +151,7 @@ class Settings:
     config_file: str | None = None
     loss: str | None = None
     batch_size: int | None = None
-    batches: int = 3
+    batches: int | None = None
     optimizer: str | None = None
     momentum: float | None = None
     nesterov: bool | None = None
@@ -165,6 +168,8 @@ class Settings:
     jvp: str | None = None
     steps: int | None = None
     chunk_size: int | None = None
+    measure: bool | None = None
+    measure_steps: int = DEFAULT_STEPS
 
     def with_model_defaults(self, defaults: Mapping[str, Any], *, source: str | None = None) -> Settings:
         """Fill what neither the command line nor the config set from the model file's ``defaults``.
@@ -189,6 +194,10 @@ class Settings:
             name=self.optimizer or "sgd", momentum=self.momentum or 0.0, nesterov=bool(self.nesterov),
             weight_decay=self.weight_decay or 0.0,
         )
+
+    def advice_options(self) -> dict[str, Any]:
+        """Keyword arguments for :func:`lrphase.probe` that decide whether and how the edge is measured."""
+        return dict(measure=self.measure, measure_steps=self.measure_steps)
 
     def estimate_options(self) -> dict[str, Any]:
         """Keyword arguments for :func:`lrphase.estimate_lambda0` (all but ``loss`` and ``jvp_mode``)."""

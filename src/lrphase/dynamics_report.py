@@ -15,6 +15,7 @@ from rich.table import Table
 from .charts import sparkline
 from .confirming import Confirmation
 from .dynamics import Run
+from .report import finite_or_none
 from .sweep import SweepResult
 from .verdict import Verdict
 
@@ -23,21 +24,17 @@ SHARPENING_WARNING = 1.2  # λ_t max / λ₀ above which the confirmation warns
 PHASE_STYLE = {"lazy": "cyan", "catapult": "green", "divergent": "red", "unresolved": "yellow"}
 
 
-def _finite(x: float) -> float | None:
-    return x if math.isfinite(x) else None
-
-
 def _run_record(run: Run, verdict: Verdict) -> dict[str, Any]:
     return {
         "lr": run.lr,
         "phase": verdict.phase,
         "reason": verdict.reason,
-        "peak_loss_ratio": _finite(verdict.peak_loss_ratio),
+        "peak_loss_ratio": finite_or_none(verdict.peak_loss_ratio),
         "peak_step": verdict.peak_step,
-        "final_loss_ratio": _finite(verdict.final_loss_ratio),
-        "lambda_start": _finite(run.lambda_start),
-        "lambda_end": _finite(run.lambda_end),
-        "eta_lambda_end": _finite(run.lr * run.lambda_end),
+        "final_loss_ratio": finite_or_none(verdict.final_loss_ratio),
+        "lambda_start": finite_or_none(run.lambda_start),
+        "lambda_end": finite_or_none(run.lambda_end),
+        "eta_lambda_end": finite_or_none(run.lr * run.lambda_end),
         "steps_run": len(run.losses) - 1,
         "stopped": run.stopped,
     }
@@ -53,8 +50,8 @@ def confirmation_to_dict(confirmation: Confirmation) -> dict[str, Any]:
                 "role": c.role,
                 "predicted": c.predicted,
                 **_run_record(c.run, c.verdict),
-                "losses": [_finite(x) for x in c.run.losses],
-                "curvature": [[step, _finite(value)] for step, value in c.run.curvature],
+                "losses": [finite_or_none(x) for x in c.run.losses],
+                "curvature": [[step, finite_or_none(value)] for step, value in c.run.curvature],
             }
             for c in confirmation.runs
         ],

@@ -1,25 +1,59 @@
-"""One probe: λ₀ of a model, the activation it uses, and the phases they predict."""
+"""One probe: λ₀ of a model, the activation it uses, the phases they predict, and the advice.
+
+Where the paper's prediction is not exact (see :func:`lrphase.advice.prediction_exact`), the probe
+also measures the divergence edge with short training runs (:mod:`lrphase.stability`) and
+advises from the measurement.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import torch
 from torch import nn
 
 from .activations import Activation, classify
+from .advice import Advice, could_be_exact, measured_advice, predicted_advice, prediction_exact
+from .data import is_full_batch
+from .distributed import world
+from .errors import InputError
 from .estimate import Lambda0Estimate, estimate_lambda0
+from .losses import resolve_loss
 from .optimizers import Optimizer
 from .phases import PhasePrediction, predict_phases
+from .stability import DEFAULT_STEPS, EdgeMeasurement, EdgeRun, make_edge_trainer, search_edge, start_rate
 
 
 @dataclass(frozen=True)
 class ProbeResult:
-    """λ₀ with its diagnostics, the detected activation, and the predicted phases."""
+    """λ₀ with its diagnostics, the detected activation, the predicted phases and the advice."""
 
     estimate: Lambda0Estimate
     activation: Activation
     phases: PhasePrediction
+    advice: Advice
+
+    @property
+    def lambda0(self) -> float:
+        """λ₀, the mean top Gauss–Newton eigenvalue over the probed batches."""
+        return self.estimate.lambda0
+
+    @property
+    def measurement(self) -> EdgeMeasurement | None:
+        """The stability search, where one ran."""
+        return self.advice.measurement
+
+    @property
+    def eta_recommended(self) -> float:
+        """The learning rate lrphase recommends."""
+        return self.advice.eta_recommended
+
+    @property
+    def eta_max(self) -> float:
+        """The divergence edge: measured where the prediction is not exact, else c_act/(g(λ₀ + wd))."""
+        return self.advice.eta_max
 
 
 def probe(
@@ -29,17 +63,46 @@ def probe(
     loss: Any = None,
     c_act: float | None = None,
     optimizer: Optimizer | None = None,
+    measure: bool | None = None,
+    measure_steps: int = DEFAULT_STEPS,
+    on_run: Callable[[EdgeRun], None] | None = None,
     **options: Any,
 ) -> ProbeResult:
-    """Estimate λ₀ (see :func:`lrphase.estimate_lambda0` for ``options``) and predict the phases.
+    """Estimate λ₀ (see :func:`lrphase.estimate_lambda0` for ``options``), predict the phases, and advise.
 
     ``c_act`` overrides the constant in η_max = c_act/λ₀ that is otherwise chosen from the
     nonlinearities the forward pass calls; ``optimizer`` (default: plain gradient descent)
-    moves the boundaries, see :mod:`lrphase.optimizers`.
+    moves the boundaries, see :mod:`lrphase.optimizers`. ``measure``: None (default) measures
+    the edge where the prediction is not exact, True always, False never (the advice is then the
+    prediction, flagged as unverified where it is not exact); ``measure_steps`` is the length of
+    each run of the search and ``on_run`` is called after each. When the edge will be measured,
+    λ₀ only places the search, so by default it is estimated on one batch (``batches``, else 3)
+    and, for cross-entropy, without the NTK λ₀ (``ntk``), a second Lanczos run per batch.
     """
-    estimate = estimate_lambda0(model, data, loss=loss, **options)
+    opt = optimizer or Optimizer()
+    if measure_steps < 1:
+        raise InputError(f"--measure-steps must be at least 1, got {measure_steps}")
+    loss_spec = resolve_loss(loss)
+    full_batch = is_full_batch(data, options.get("batch_size"))
+    measuring = opt.applies and (measure or (measure is None and not could_be_exact(loss_spec, opt, full_batch=full_batch)))
+    if options.get("batches") is None:
+        options["batches"] = 1 if measuring else 3
+    if measuring and loss_spec.is_cross_entropy:
+        options.setdefault("ntk", False)
+    estimate = estimate_lambda0(model, data, loss=loss_spec, **options)
     activation = classify(estimate.nonlinearities)
     phases = predict_phases(
-        estimate.lambda0, activation, cross_entropy=estimate.loss.is_cross_entropy, c_act=c_act, optimizer=optimizer
+        estimate.lambda0, activation, cross_entropy=loss_spec.is_cross_entropy, c_act=c_act, optimizer=opt
     )
-    return ProbeResult(estimate=estimate, activation=activation, phases=phases)
+    exact = prediction_exact(loss_spec, opt, activation, full_batch=full_batch)
+    if not opt.applies or measure is False or (measure is None and exact):
+        advice = predicted_advice(phases, exact=exact)
+        return ProbeResult(estimate, activation, phases, advice)
+    trainer = make_edge_trainer(
+        model, data, loss=loss_spec, optimizer=opt, batch_size=options.get("batch_size"),
+        device=torch.device(estimate.device), dtype=options.get("dtype"), seed=options.get("seed", 0),
+        jvp_mode=estimate.jvp_mode, initial=estimate.per_batch[0].gn if world()[1] == 1 else None,
+    )
+    start = start_rate(estimate.lambda0, loss_spec, opt, phases.c_act)
+    measurement = search_edge(trainer, start=start, lambda0=estimate.lambda0, steps=measure_steps, on_run=on_run)
+    return ProbeResult(estimate, activation, phases, measured_advice(phases, measurement, exact=exact))

@@ -1,6 +1,6 @@
 """Rendering results for people (rich tables) and machines (JSON with stable keys).
 
-JSON schema ``lrphase.probe/1`` — see the README for every key.
+JSON schema ``lrphase.probe/2`` — see the README for every key.
 """
 
 from __future__ import annotations
@@ -13,27 +13,61 @@ from rich.table import Table
 
 from .optimizers import Optimizer
 from .probing import ProbeResult
+from .stability import EdgeMeasurement
 
-PROBE_SCHEMA = "lrphase.probe/1"
+PROBE_SCHEMA = "lrphase.probe/2"
 
 
-def _num(x: float) -> float | None:
-    return x if math.isfinite(x) else None
+def finite_or_none(x: float | None) -> float | None:
+    """``x`` where it is a finite number, else None (JSON has no NaN or infinity)."""
+    return x if x is not None and math.isfinite(x) else None
+
+
+def measurement_to_dict(measurement: EdgeMeasurement) -> dict[str, Any]:
+    """The stability search as a JSON-ready dict: its settings, the edge and every run."""
+    lam = measurement.lambda0
+    return {
+        "steps": measurement.steps,
+        "batch_size": measurement.batch_size,
+        "start_lr": measurement.start_lr,
+        "eta_max": measurement.eta_max,
+        "first_failure": measurement.first_failure,
+        "bracketed": measurement.bracketed,
+        "lambda_sharpened": measurement.lambda_sharp,
+        "steps_trained": measurement.steps_trained,
+        "runs": [
+            {
+                "lr": r.lr,
+                "eta_lambda0": r.lr * lam,
+                "trains": r.trains,
+                "reason": r.reason,
+                "steps_run": r.steps_run,
+                "lambda_end": r.lambda_end,
+                "losses": [[step, finite_or_none(ratio)] for step, ratio in r.losses],
+            }
+            for r in measurement.runs
+        ],
+    }
 
 
 def probe_to_dict(result: ProbeResult, *, source: str | None = None) -> dict[str, Any]:
     """The probe as a JSON-ready dict; keys are stable within a schema version."""
-    est, ph, act = result.estimate, result.phases, result.activation
+    est, ph, act, advice = result.estimate, result.phases, result.activation, result.advice
     return {
         "schema": PROBE_SCHEMA,
         "source": source,
         "lambda0": est.lambda0,
         "lambda0_std": est.lambda0_std,
-        "ntk_lambda0": _num(est.ntk_lambda0),
-        "ntk_lambda0_std": _num(est.ntk_lambda0_std),
-        "eta_crit": ph.eta_crit,
-        "eta_max": ph.eta_max,
-        "eta_recommended": ph.eta_recommended,
+        "ntk_lambda0": finite_or_none(est.ntk_lambda0),
+        "ntk_lambda0_std": finite_or_none(est.ntk_lambda0_std),
+        "lambda_sharpened": advice.lambda_sharp,
+        "eta_crit": advice.eta_crit,
+        "eta_crit_lambda0": ph.eta_crit,
+        "eta_max": advice.eta_max,
+        "eta_max_source": advice.source,
+        "eta_max_predicted": ph.eta_max,
+        "eta_recommended": advice.eta_recommended,
+        "prediction_exact": advice.exact,
         "c_act": ph.c_act,
         "c_act_source": ph.c_act_source,
         "activation": act.family,
@@ -41,15 +75,16 @@ def probe_to_dict(result: ProbeResult, *, source: str | None = None) -> dict[str
         "nonlinearities": list(est.nonlinearities),
         "loss": est.loss.name,
         "loss_formula": est.loss.formula,
-        "phases": {name: [lo, _num(hi)] for name, (lo, hi) in ph.ranges().items()},
-        "recommendation_rule": ph.rule,
-        "confidence": ph.confidence,
-        "caveats": list(ph.caveats),
+        "phases": {name: [lo, finite_or_none(hi)] for name, (lo, hi) in advice.ranges().items()},
+        "recommendation_rule": advice.rule,
+        "confidence": advice.confidence,
+        "caveats": list(advice.caveats),
+        "measurement": measurement_to_dict(advice.measurement) if advice.measurement else None,
         "optimizer": ph.optimizer.to_dict(),
         "applies": ph.applies,
         "converged": est.converged,
         "iterations": est.iterations,
-        "max_relative_error": est.max_relative_residual,  # schema lrphase.probe/1: the residual bound
+        "max_relative_error": est.max_relative_residual,  # kept from lrphase.probe/1: the residual bound
         "max_relative_residual": est.max_relative_residual,
         "tol": est.tol,
         "batches": len(est.per_batch),
@@ -58,9 +93,9 @@ def probe_to_dict(result: ProbeResult, *, source: str | None = None) -> dict[str
         "per_batch": [
             {
                 "lambda0": b.lambda_gn,
-                "ntk_lambda0": _num(b.lambda_ntk),
+                "ntk_lambda0": finite_or_none(b.lambda_ntk),
                 "iterations": b.iterations,
-                "relative_error": b.relative_residual,  # schema lrphase.probe/1: the residual bound
+                "relative_error": b.relative_residual,  # kept from lrphase.probe/1: the residual bound
                 "relative_residual": b.relative_residual,
                 "converged": b.converged,
             }
@@ -77,8 +112,9 @@ def probe_to_dict(result: ProbeResult, *, source: str | None = None) -> dict[str
 
 
 def render_probe(result: ProbeResult, console: Console, *, source: str | None = None) -> None:
-    """Print the probe as tables: λ₀ and thresholds, the phases, then diagnostics and caveats."""
-    est, ph, act = result.estimate, result.phases, result.activation
+    """Print the probe as tables: λ₀ and the advice, the measured runs, the phases, then diagnostics and caveats."""
+    est, ph, act, advice = result.estimate, result.phases, result.activation, result.advice
+    measurement = advice.measurement
     title = f"lrphase probe — {source}" if source else "lrphase probe"
     table = Table(title=title, title_justify="left", show_header=True, header_style="bold")
     table.add_column("quantity")
@@ -94,25 +130,47 @@ def render_probe(result: ProbeResult, console: Console, *, source: str | None = 
         ntk_spread = f" ± {est.ntk_lambda0_std:.3g}" if len(est.per_batch) > 1 else ""
         table.add_row("NTK λ₀", f"{est.ntk_lambda0:.5g}{ntk_spread}", "paper's Θ = J Jᵀ/(km)")
     opt = ph.optimizer if ph.applies else Optimizer()
-    table.add_row(f"η_crit = {opt.crit_formula()}", f"{ph.eta_crit:.4g}", f"{opt.describe()} is unstable above")
+    sharp = advice.lambda_sharp
+    if measurement is not None and sharp is not None:
+        table.add_row(
+            f"λ after {measurement.steps} steps", f"{sharp:.5g}",
+            f"sharpened {sharp / est.lambda0:.3g}× λ₀ in the runs that trained",
+        )
+        table.add_row(
+            "η_crit = 2F/λ", f"{advice.eta_crit:.4g}",
+            f"lazy below, at the sharpened curvature ({opt.crit_formula()} = {ph.eta_crit:.4g} at init)",
+        )
+    else:
+        table.add_row(f"η_crit = {opt.crit_formula()}", f"{ph.eta_crit:.4g}", f"{opt.describe()} is unstable above")
+    predicted = f"c_act = {ph.c_act:g}: " + (act.reason if ph.c_act_source == "activation" else "set by --c-act")
+    if measurement is not None:
+        fails = measurement.first_failure
+        bracket = f", {fails:.4g} failed" if fails is not None else ", none failed"
+        table.add_row(
+            "η_max (measured)", f"{advice.eta_max:.4g}",
+            f"largest rate that trained{bracket}; predicted {opt.max_formula()} = {ph.eta_max:.4g}",
+        )
+    else:
+        table.add_row(f"η_max = {opt.max_formula()}", f"{ph.eta_max:.4g}", f"predicted, {predicted}")
     table.add_row(
-        f"η_max = {opt.max_formula()}", f"{ph.eta_max:.4g}",
-        f"c_act = {ph.c_act:g}: " + (act.reason if ph.c_act_source == "activation" else "set by --c-act"),
-    )
-    table.add_row(
-        "[bold green]recommended η[/]", f"[bold green]{ph.eta_recommended:.4g}[/]",
-        f"{ph.eta_recommended * ph.lambda0:.3g}/λ₀; confidence: {ph.confidence}",
+        "[bold green]recommended η[/]", f"[bold green]{advice.eta_recommended:.4g}[/]",
+        f"{advice.eta_recommended * ph.lambda0:.3g}/λ₀; confidence: {advice.confidence}",
     )
     console.print(table)
-    console.print(f"[dim]loss: {est.loss.formula}; recommendation: {ph.rule}[/]")
+    console.print(f"[dim]loss: {est.loss.formula}; recommendation: {advice.rule}[/]")
+    if measurement is not None:
+        render_measurement(measurement, console)
 
     phases = Table(show_header=True, header_style="bold", title=f"phases ({opt.describe()})", title_justify="left")
     phases.add_column("phase")
     phases.add_column("learning rate")
     phases.add_column("what happens")
-    phases.add_row("lazy", f"η < {ph.eta_crit:.4g}", "loss decreases monotonically; curvature stays near λ₀")
-    phases.add_row("catapult", f"{ph.eta_crit:.4g} < η < {ph.eta_max:.4g}", "loss spikes, curvature drops below 2/η, then converges")
-    phases.add_row("divergent", f"η > {ph.eta_max:.4g}", "loss diverges")
+    phases.add_row("lazy", f"η < {advice.eta_crit:.4g}", "loss decreases monotonically; curvature stays near λ")
+    phases.add_row(
+        "catapult", f"{advice.eta_crit:.4g} < η < {advice.eta_max:.4g}",
+        "loss spikes, curvature drops below 2/η, then converges",
+    )
+    phases.add_row("divergent", f"η > {advice.eta_max:.4g}", "loss diverges" + (" (measured)" if measurement else ""))
     console.print(phases)
 
     status = (
@@ -130,5 +188,23 @@ def render_probe(result: ProbeResult, console: Console, *, source: str | None = 
     )
     for note in est.notes:
         console.print(f"[dim]note: {note}[/]")
-    for caveat in ph.caveats:
+    for caveat in advice.caveats:
         console.print(f"[yellow]caution:[/] {caveat}")
+
+
+def render_measurement(measurement: EdgeMeasurement, console: Console) -> None:
+    """The stability search's evidence: every rate tried, its verdict and why."""
+    table = Table(
+        title=f"measured edge: {len(measurement.runs)} runs of ≤ {measurement.steps} steps on minibatches of "
+        f"{measurement.batch_size} ({measurement.steps_trained} steps in all)",
+        title_justify="left", header_style="bold",
+    )
+    for column in ("η", "η·λ₀", "verdict", "λ_end", "why"):
+        table.add_column(column, justify="right" if column in ("η", "η·λ₀", "λ_end") else "left")
+    for r in sorted(measurement.runs, key=lambda run: run.lr):
+        table.add_row(
+            f"{r.lr:.4g}", f"{r.lr * measurement.lambda0:.3g}",
+            "[green]trains[/]" if r.trains else "[red]fails[/]",
+            f"{r.lambda_end:.4g}" if r.lambda_end is not None else "—", r.reason,
+        )
+    console.print(table)

@@ -1,0 +1,291 @@
+"""The divergence edge, measured: short training runs from the model's initialization.
+
+The paper's η_max = c_act/λ₀ is exact only where the paper is: the MSE loss under gradient
+descent. With cross-entropy the curvature grows in the first steps (progressive sharpening),
+momentum moves the edge, and other activations have no measured c_act; there the largest rate
+that trains has been seen anywhere from 0.02/λ₀ to 20/λ₀. So lrphase measures it.
+
+**A run** trains a private copy of the model (see :mod:`lrphase.isolation`) from its
+initialization for at most ``steps`` steps, with ``torch.optim.SGD``'s update for the user's
+optimizer (:func:`lrphase.dynamics.sgd_step`: momentum, Nesterov, weight decay) on the user's
+data stream (:func:`lrphase.data.batch_stream`: minibatches of the user's batch size,
+reshuffled every epoch, as training draws them). Every ``CHECK_EVERY`` steps and at the end it
+measures L_t, the loss on a fixed evaluation batch (the stream's first batch), and at the end
+the curvature λ_t, the top Gauss–Newton eigenvalue on that batch (Lanczos to ``TRACK_TOL``,
+warm-started). With r_t = L_t/L_0 the run **fails**, and stops at once, when
+
+* a training loss is non-finite, or r_t ≥ ``EXPLODE_RATIO`` = 10⁶ (blow-up; a catapult's spike
+  near the edge can reach 10³–10⁵);
+* after r fell to ``FALLEN_RATIO`` or below, r_t ≥ 1 at ``REBOUND_CHECKS`` checks in a row (an
+  instability undid the training; one noisy check is not enough);
+
+and fails at the end when r ≥ 1 (no progress), or when its curvature stays far past the edge of
+stability: η·(λ_t + wd) ≥ ``SHARPNESS_LIMIT``·min(F, 1) at the end and again ``SHARPNESS_GAP``
+steps later (the run goes on that long only then), with F the optimizer's stability factor
+(:mod:`lrphase.optimizers`). Otherwise it **trains**; a catapult, a spike before the loss first
+falls and then convergence, trains.
+
+The curvature test is what makes short runs predictive for cross-entropy, where the curvature
+keeps growing (5–40× λ₀ within 50 steps on ReLU MLPs): minibatch training at its best rates sits
+at η·λ_batch ≈ 1–3 with excursions above, and runs that stayed above 4 were seen to train for a
+while and then diverge or die. min(F, 1): momentum's larger linear-stability factor was not seen
+to buy room against minibatch noise, Nesterov's smaller one is kept. The constants were
+calibrated on the training-quality benchmark (``benchmarks/training_quality.py``), whose
+results are in ``benchmarks/RESULTS.md``.
+
+**The search** runs rates on the lattice η_s·2^(j/4). It starts at η_s, placed by λ₀:
+η_s = c_s √(1 − β)/(λ₀ + wd) with c_s = ``START_CROSS_ENTROPY`` for cross-entropy and
+c_s = c_act/2 otherwise; with momentum β = 0.9 the edge was seen 1–20× below plain SGD's (up to
+momentum's long-run gain 1/(1 − β)), and √(1 − β) starts in the middle. It doubles the
+rate while runs train and halves it while they fail (at most ``MAX_DOUBLINGS`` times), then
+``BISECTIONS`` runs at geometric midpoints narrow the bracket to a factor 2^(1/4). The measured
+η_max is the largest rate that trained below the smallest that failed; the λ_t of the runs show
+how far the curvature sharpened from λ₀.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from .data import as_args, batch_stream, to_device
+from .dynamics import Trainer, sgd_step
+from .isolation import preserved_rng, working_copy
+from .jacobian import seeded_forward
+from .lanczos import LanczosResult
+from .losses import Loss
+from .optimizers import Optimizer
+from .verdict import EXPLODE_RATIO
+
+DEFAULT_STEPS = 40
+CHECK_EVERY = 5
+FALLEN_RATIO = 0.5
+REBOUND_CHECKS = 2
+SHARPNESS_LIMIT = 4.0
+SHARPNESS_GAP = 10
+START_CROSS_ENTROPY = 0.5
+MAX_DOUBLINGS = 6
+BISECTIONS = 2
+TRACK_TOL = 1e-2
+
+
+@dataclass(frozen=True)
+class EdgeRun:
+    """One short training run of the search: its rate, its verdict and the loss curve that decided it."""
+
+    lr: float
+    trains: bool
+    reason: str
+    losses: tuple[tuple[int, float], ...]  # (step, r_t = L_t/L_0) on the evaluation batch
+    curvature: tuple[tuple[int, float], ...]  # (step, λ_t) on the evaluation batch, where measured
+    steps_run: int
+
+    @property
+    def lambda_end(self) -> float | None:
+        """λ on the evaluation batch after the last step; None when the run stopped before it."""
+        return self.curvature[-1][1] if self.curvature and self.curvature[-1][0] == self.steps_run else None
+
+
+@dataclass(frozen=True)
+class EdgeMeasurement:
+    """The runs of a stability search, in the order they ran, and the edge they bracket."""
+
+    runs: tuple[EdgeRun, ...]
+    steps: int
+    batch_size: int
+    start_lr: float
+    lambda0: float
+
+    @property
+    def eta_max(self) -> float | None:
+        """The largest rate that trained below the smallest that failed (None if none trained)."""
+        failed = [r.lr for r in self.runs if not r.trains]
+        ceiling = min(failed, default=math.inf)
+        trained = [r.lr for r in self.runs if r.trains and r.lr < ceiling]
+        return max(trained, default=None)
+
+    @property
+    def first_failure(self) -> float | None:
+        """The smallest rate that failed (None if none did)."""
+        return min((r.lr for r in self.runs if not r.trains), default=None)
+
+    @property
+    def bracketed(self) -> bool:
+        """Whether a rate that trained and a rate that failed enclose the edge."""
+        return self.eta_max is not None and self.first_failure is not None
+
+    @property
+    def lambda_sharp(self) -> float | None:
+        """The largest λ_end of the runs that trained: the curvature training reached in ``steps`` steps."""
+        return max((r.lambda_end for r in self.runs if r.trains and r.lambda_end is not None), default=None)
+
+    @property
+    def steps_trained(self) -> int:
+        """Training steps spent over all runs."""
+        return sum(r.steps_run for r in self.runs)
+
+
+def start_rate(lambda0: float, loss: Loss, optimizer: Optimizer, c_act: float) -> float:
+    """η_s = c_s √(1 − β)/(λ₀ + wd): where the search begins (module doc)."""
+    c_start = START_CROSS_ENTROPY if loss.is_cross_entropy else c_act / 2.0
+    return c_start * math.sqrt(1.0 - optimizer.momentum) / optimizer.curvature(lambda0)
+
+
+@dataclass
+class EdgeTrainer:
+    """Short training runs from one prepared private copy of a model, on its data stream.
+
+    The evaluation batch is the stream's first batch; ``tracker`` measures the curvature on it.
+    """
+
+    clone: nn.Module
+    data: Any
+    loss: Loss
+    optimizer: Optimizer
+    batch_size: int | None
+    device: torch.device
+    dtype: torch.dtype | None
+    seed: int
+    eval_inputs: tuple
+    eval_target: torch.Tensor
+    tracker: Trainer
+
+    def batches(self) -> Any:
+        """The data stream, the same for every run."""
+        for x, y in batch_stream(self.data, batch_size=self.batch_size, seed=self.seed):
+            yield as_args(to_device(x, self.device, self.dtype)), y
+
+    def run(self, lr: float, steps: int) -> EdgeRun:
+        """Train a fresh copy at ``lr`` for ``steps`` steps (``SHARPNESS_GAP`` more to confirm a sharp end) and judge it."""
+        model = copy.deepcopy(self.clone)
+        params = [p for p in model.parameters() if p.requires_grad]
+        buffers: list[torch.Tensor | None] = [None] * len(params)
+        batches = self.batches()
+        losses: list[tuple[int, float]] = [(0, 1.0)]
+        curvature: list[tuple[int, float]] = []
+
+        def advance() -> bool:
+            """One training step; False when its loss is not finite."""
+            inputs, y = next(batches)
+            out = seeded_forward(model, inputs, seed=self.seed)
+            value = self.loss.value(out, self.loss.prepare_targets(y, out))
+            if not torch.isfinite(value):
+                return False
+            sgd_step(params, torch.autograd.grad(value, params, allow_unused=True), buffers, lr=lr, optimizer=self.optimizer)
+            return True
+
+        def evaluate() -> float:
+            with torch.no_grad():
+                return float(self.loss.value(seeded_forward(model, self.eval_inputs, seed=self.seed), self.eval_target))
+
+        def sharpness(step: int) -> float:
+            curvature.append((step, self.tracker.curvature(model)))
+            return lr * self.optimizer.curvature(curvature[-1][1])
+
+        def judged(trains: bool, reason: str, step: int) -> EdgeRun:
+            return EdgeRun(lr, trains, reason, tuple(losses), tuple(curvature), step)
+
+        start = evaluate()
+        lowest, climbed = 1.0, 0
+        for step in range(1, steps + 1):
+            if not advance():
+                return judged(False, f"training loss became non-finite at step {step}", step)
+            if step % CHECK_EVERY and step != steps:
+                continue
+            ratio = evaluate() / start
+            losses.append((step, ratio))
+            if not ratio < EXPLODE_RATIO:
+                return judged(False, f"loss blew up to {ratio:.3g}× its start by step {step}", step)
+            climbed = climbed + 1 if ratio >= 1.0 and lowest <= FALLEN_RATIO else 0
+            if climbed == REBOUND_CHECKS:
+                return judged(False, f"loss fell to {lowest:.2g}× its start, then climbed back above it (×{ratio:.3g} at step {step})", step)
+            lowest = min(lowest, ratio)
+        final = losses[-1][1]
+        if final >= 1.0:
+            return judged(False, f"no progress: loss at {final:.3g}× its start after {steps} steps", steps)
+        trained = f"loss at {final:.2g}× its start after {steps} steps (lowest {lowest:.2g}×)"
+        limit = SHARPNESS_LIMIT * min(self.optimizer.stability_factor, 1.0)
+        at_end = sharpness(steps)
+        if at_end < limit:
+            return judged(True, f"{trained}, η·λ = {at_end:.2g}", steps)
+        for step in range(steps + 1, steps + SHARPNESS_GAP + 1):
+            if not advance():
+                return judged(False, f"training loss became non-finite at step {step}", step)
+        later = sharpness(steps + SHARPNESS_GAP)
+        if later < limit:
+            return judged(True, f"{trained}; η·λ = {at_end:.2g}, back to {later:.2g} {SHARPNESS_GAP} steps later", step)
+        reason = f"ends past the edge of stability: η·λ = {at_end:.2g}, then {later:.2g} ≥ {limit:.3g} (λ sharpened to {curvature[-1][1]:.3g})"
+        return judged(False, reason, step)
+
+
+def make_edge_trainer(
+    model: nn.Module,
+    data: Any,
+    *,
+    loss: Loss,
+    optimizer: Optimizer,
+    batch_size: int | None,
+    device: torch.device,
+    dtype: torch.dtype | None,
+    seed: int = 0,
+    jvp_mode: str = "double",
+    initial: LanczosResult | None = None,
+) -> EdgeTrainer:
+    """An :class:`EdgeTrainer` on a private copy of ``model``.
+
+    ``jvp_mode`` computes the tracked curvature's products (see :class:`lrphase.jacobian.JacobianProducts`);
+    ``initial`` is λ₀'s Lanczos result on the stream's first batch, the warm start of the first λ_t.
+    """
+    with preserved_rng():
+        clone, _ = working_copy(model, device=device, dtype=dtype)
+        x, y = next(batch_stream(data, batch_size=batch_size, seed=seed))
+    x = to_device(x, device, dtype)
+    with torch.no_grad():
+        out = seeded_forward(clone, as_args(x), seed=seed)
+    target = loss.prepare_targets(y, out)
+    tracker = Trainer(
+        clone=clone, x=x, target=target, loss=loss, optimizer=optimizer, seed=seed, jvp_mode=jvp_mode, tol=TRACK_TOL
+    )
+    if initial is not None:
+        tracker.start_from(initial)
+    return EdgeTrainer(clone, data, loss, optimizer, batch_size, device, dtype, seed, as_args(x), target, tracker)
+
+
+def search_edge(
+    trainer: EdgeTrainer,
+    *,
+    start: float,
+    lambda0: float,
+    steps: int = DEFAULT_STEPS,
+    on_run: Callable[[EdgeRun], None] | None = None,
+) -> EdgeMeasurement:
+    """Bracket the largest rate that trains, from ``start`` on the lattice start·2^(j/2) (module doc)."""
+    runs: dict[int, EdgeRun] = {}
+
+    def at(j: int) -> EdgeRun:
+        if j not in runs:
+            with preserved_rng():
+                runs[j] = trainer.run(start * 2.0 ** (j / 4), steps)
+            if on_run is not None:
+                on_run(runs[j])
+        return runs[j]
+
+    j, first = 0, at(0).trains
+    while abs(j) < 4 * MAX_DOUBLINGS:
+        j += 4 if first else -4
+        if at(j).trains != first:
+            break
+    for _ in range(BISECTIONS):
+        trained = [k for k, r in runs.items() if r.trains]
+        failed = [k for k, r in runs.items() if not r.trains and (not trained or k > max(trained))]
+        if not trained or not failed or min(failed) - max(trained) < 2:
+            break
+        at((max(trained) + min(failed)) // 2)
+    batch_size = trainer.eval_target.shape[0]
+    return EdgeMeasurement(tuple(runs.values()), steps, batch_size, start, lambda0)
