@@ -146,3 +146,21 @@ def test_unconverged_estimate_exits_3_and_says_so(tmp_path):
 def test_help_does_not_import_torch():
     code = "import sys; from lrphase.cli import app; assert 'torch' not in sys.modules, 'torch imported'"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_an_interrupted_measurement_prints_the_runs_it_finished(tmp_path, monkeypatch):
+    from lrphase.stability import EdgeTrainer
+
+    real_run = EdgeTrainer.run
+    calls = []
+
+    def interrupted_second(self, lr, steps):
+        calls.append(lr)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_run(self, lr, steps)
+
+    monkeypatch.setattr(EdgeTrainer, "run", interrupted_second)
+    result = run("probe", write(tmp_path, GOOD), "--json")
+    assert result.exit_code == 130 and result.stdout == ""
+    assert "runs measured before the interrupt" in result.stderr and f"η = {calls[0]:.6g}: " in result.stderr

@@ -32,6 +32,7 @@ from .advice import Advice
 from .phases import PHASE_NAMES
 from .probing import ProbeResult, probe
 from .spec import ModelSpec
+from .stability import EdgeRun
 
 EXIT_PASS = 0
 EXIT_FAIL = 1
@@ -205,12 +206,18 @@ def check(
     return CheckResult(lr, spec, accept, margin, probed, place(probed.advice, lr, accept=accept, margin=margin))
 
 
-def check_spec(spec: ModelSpec, settings: Settings, *, progress: Callable[[int, int], None] | None = None) -> CheckResult:
+def check_spec(
+    spec: ModelSpec,
+    settings: Settings,
+    *,
+    progress: Callable[[int, int], None] | None = None,
+    on_run: Callable[[EdgeRun], None] | None = None,
+) -> CheckResult:
     """:func:`check` a loaded model file with settings from :func:`lrphase.config.load_project`."""
     return check(
         spec.model, spec.data, lr=settings.lr, optimizer=settings.optimizer_spec(), accept=settings.accept,
         margin=settings.margin, loss=settings.loss or spec.loss, c_act=settings.c_act, jvp_mode=settings.jvp or "double",
-        progress=progress, **settings.advice_options(), **settings.estimate_options(),
+        progress=progress, on_run=on_run, **settings.advice_options(), **settings.estimate_options(),
     )
 
 

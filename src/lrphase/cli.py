@@ -8,7 +8,6 @@ apply to the optimizer (``check``).
 
 from __future__ import annotations
 
-import itertools
 import json
 import os
 import sys
@@ -121,17 +120,25 @@ def _progress(enabled: bool, description: str) -> Iterator[Optional[Callable[[in
         yield update
 
 
-def _run_counter(update: Optional[Callable[[int, int], None]]) -> Optional[Callable[[Any], None]]:
-    """A stability-search callback that moves the progress bar on by one step per run."""
-    if update is None:
-        return None
-    runs = itertools.count(1)
+@contextmanager
+def _measured_runs(update: Optional[Callable[[int, int], None]]) -> Iterator[Callable[[Any], None]]:
+    """An ``on_run`` callback for the stability search: it moves the progress bar on by one step per run,
+    and when the command is interrupted the runs finished so far are printed on stderr, so none is lost."""
+    runs: list[Any] = []
 
-    def on_run(_: Any) -> None:
-        done = next(runs)
-        update(done, done + 1)
+    def on_run(run: Any) -> None:
+        runs.append(run)
+        if update is not None:
+            update(len(runs), len(runs) + 1)
 
-    return on_run
+    try:
+        yield on_run
+    except KeyboardInterrupt:
+        if runs and _main_process():
+            typer.echo("runs measured before the interrupt:", err=True)
+            for run in runs:
+                typer.echo(f"  η = {run.lr:.6g}: {'trains' if run.trains else 'fails'} ({run.reason})", err=True)
+        raise
 
 
 OptimizerName = Annotated[
@@ -198,11 +205,10 @@ def probe(
         ))
         options = settings.estimate_options()
         spec_optimizer = settings.optimizer_spec()
-        with _progress(not as_json and _main_process(), "probing") as update:
+        with _progress(not as_json and _main_process(), "probing") as update, _measured_runs(update) as on_run:
             result = run_probe(
                 spec.model, spec.data, loss=settings.loss or spec.loss, c_act=settings.c_act, optimizer=spec_optimizer,
-                jvp_mode=settings.jvp or "auto", progress=update, on_run=_run_counter(update),
-                **settings.advice_options(), **options,
+                jvp_mode=settings.jvp or "auto", progress=update, on_run=on_run, **settings.advice_options(), **options,
             )
         confirmation = None
         if confirm:
@@ -356,8 +362,8 @@ def check(
                 dtype=dtype and dtype.value, seed=seed, tol=tol, max_iter=max_iter, c_act=c_act, jvp=jvp and jvp.value,
                 measure=measure, measure_steps=measure_steps,
             ))
-            with _progress(not as_json, "estimating λ₀") as update:
-                result = check_spec(spec, settings, progress=update)
+            with _progress(not as_json and _main_process(), "checking") as update, _measured_runs(update) as on_run:
+                result = check_spec(spec, settings, progress=update, on_run=on_run)
         except LrphaseError as exc:
             if annotate:
                 typer.echo(annotation("error", str(exc)), err=as_json)
