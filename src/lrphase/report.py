@@ -166,10 +166,13 @@ def render_probe(result: ProbeResult, console: Console, *, source: str | None = 
     phases.add_column("learning rate")
     phases.add_column("what happens")
     phases.add_row("lazy", f"η < {advice.eta_crit:.4g}", "loss decreases monotonically; curvature stays near λ")
-    phases.add_row(
-        "catapult", f"{advice.eta_crit:.4g} < η < {advice.eta_max:.4g}",
-        "loss spikes, curvature drops below 2/η, then converges",
-    )
+    if advice.eta_crit < advice.eta_max:
+        phases.add_row(
+            "catapult", f"{advice.eta_crit:.4g} < η < {advice.eta_max:.4g}",
+            "loss spikes, curvature drops below 2/η, then converges",
+        )
+    else:
+        phases.add_row("catapult", "none", "no window: the curvature sharpens up to the divergence edge")
     phases.add_row("divergent", f"η > {advice.eta_max:.4g}", "loss diverges" + (" (measured)" if measurement else ""))
     console.print(phases)
 
