@@ -88,9 +88,9 @@ from rich.table import Table
 from torch import nn
 
 import lrphase
-from lrphase.data import make_batches
-from lrphase.losses import Loss, resolve_loss
-from lrphase.spec import load_spec
+from lrphase.curvature.data import make_batches
+from lrphase.curvature.losses import Loss, resolve_loss
+from lrphase.cli.model_file import load_spec
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = {  # name: (file, batch size)
@@ -578,7 +578,7 @@ def float64_net(model: nn.Module) -> nn.Module:
 def hessian_root(out: torch.Tensor, loss: Loss) -> torch.Tensor:
     """Per-sample symmetric square roots (m, k, k) of the loss's output-space Hessian, in float64.
 
-    Written from the loss definitions, independently of lrphase.losses: for L = c/2 Σ(f−y)²
+    Written from the loss definitions, independently of lrphase.curvature.losses: for L = c/2 Σ(f−y)²
     (paper: c = 1/(km); MSELoss mean: c = 2/(km); sum: c = 2) H = c·I; for softmax
     cross-entropy H_a = (diag p_a − p_a p_aᵀ)/m (mean) or without 1/m (sum).
     """
@@ -660,7 +660,7 @@ def tight_lanczos(
     """Top two Ritz values of a symmetric PSD operator by Lanczos with full reorthogonalization, float64.
 
     Stops when β_j |s_j| ≤ rtol·θ₁ (the residual of the top Ritz pair); the residual returned is then
-    recomputed explicitly, ‖A y − θ₁ y‖, with one more product. Independent of lrphase.lanczos.
+    recomputed explicitly, ‖A y − θ₁ y‖, with one more product. Independent of lrphase.curvature.lanczos.
     """
     from scipy.linalg import eigh_tridiagonal
 

@@ -22,10 +22,10 @@ EXAMPLES = {"cnn": ROOT / "examples" / "small_cnn.py", "mlp": ROOT / "examples" 
 CHILD = r"""
 import json, resource, sys, copy
 import torch
-from lrphase.spec import load_spec
-from lrphase.losses import resolve_loss
-from lrphase.data import make_batches
-from lrphase.estimate import estimate_lambda0
+from lrphase.cli.model_file import load_spec
+from lrphase.curvature.losses import resolve_loss
+from lrphase.curvature.data import make_batches
+from lrphase.curvature.estimate import estimate_lambda0
 what, example, batch, device = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
 spec = load_spec(example)
 loss = resolve_loss(spec.loss)

@@ -10,7 +10,7 @@ Everything is measured in one run, on the same batch, for the three example mode
 3. ``estimate_lambda0(model, data, batches=1, batch_size=B, tol=1e-3, loss=..., ntk=False)`` for each
    J·v mode: median of ``--repeats`` runs after one warm-up, with its relative error.
 
-It also measures the CLI's cold start (``lrphase --help``) and whether ``import lrphase.cli``
+It also measures the CLI's cold start (``lrphase --help``) and whether ``import lrphase.cli.app``
 imports torch. ``--device cuda`` times the step and λ₀ on the GPU (synchronized; the reference
 is still computed on the CPU in float64). Run: ``python benchmarks/speed.py [--models
 mlp,cnn,resnet] [--repeats N] [--device cpu|cuda] [--json PATH]``.
@@ -39,14 +39,14 @@ from rich.table import Table
 from torch import nn
 from torch.func import functional_call, jacrev, vmap
 
-from lrphase.data import make_batches
-from lrphase.estimate import estimate_lambda0
-from lrphase.isolation import working_copy
-from lrphase.jacobian import JacobianProducts
-from lrphase.lanczos import lanczos_top
-from lrphase.losses import resolve_loss
-from lrphase.operators import gauss_newton
-from lrphase.spec import load_spec
+from lrphase.curvature.data import make_batches
+from lrphase.curvature.estimate import estimate_lambda0
+from lrphase.curvature.isolation import working_copy
+from lrphase.curvature.jacobian import JacobianProducts
+from lrphase.curvature.lanczos import lanczos_top
+from lrphase.curvature.losses import resolve_loss
+from lrphase.curvature.operators import gauss_newton
+from lrphase.cli.model_file import load_spec
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = {  # name: (example file, batch size, dense reference allowed)
@@ -133,7 +133,7 @@ def _has_coupling(model: nn.Module) -> bool:
 
 
 def _output_hessian_sqrt(out: torch.Tensor, loss_spec) -> torch.Tensor:
-    """Dense H^{1/2} (mk × mk) of the loss in output space, written independently of lrphase.losses."""
+    """Dense H^{1/2} (mk × mk) of the loss in output space, written independently of lrphase.curvature.losses."""
     m, k = out.shape
     if loss_spec.kind == "mse":
         c = {"paper": 1.0 / (k * m), "mean": 2.0 / (k * m), "sum": 2.0}[loss_spec.reduction]
@@ -263,10 +263,10 @@ def bench_model(
 
 
 def cold_start(repeats: int) -> dict[str, Any]:
-    """Wall time of ``lrphase --help`` and whether ``import lrphase.cli`` pulls in torch."""
+    """Wall time of ``lrphase --help`` and whether ``import lrphase.cli.app`` pulls in torch."""
     exe = Path(sys.executable).parent / "lrphase"
-    if importlib.util.find_spec("lrphase.cli") is None:
-        return {"skipped": "lrphase.cli does not exist yet"}
+    if importlib.util.find_spec("lrphase.cli.app") is None:
+        return {"skipped": "lrphase.cli.app does not exist yet"}
     if not exe.exists():
         return {"skipped": f"{exe} not found (reinstall the package to create the entry point)"}
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
@@ -348,7 +348,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         console.print(
             f"cold start: `lrphase --help` {cold['help_seconds_median']:.2f} s (median; exit {cold['help_returncode']}), "
-            f"`import lrphase.cli` imports torch: {cold['cli_imports_torch']}; "
+            f"`import lrphase.cli.app` imports torch: {cold['cli_imports_torch']}; "
             f"`python -c 'import torch'` alone: {cold['python_import_torch_seconds']:.2f} s"
         )
     total = time.perf_counter() - started

@@ -26,12 +26,12 @@ from rich.console import Console
 from rich.table import Table
 from scipy.linalg import eigh_tridiagonal
 
-from lrphase.data import make_batches
-from lrphase.isolation import working_copy
-from lrphase.jacobian import JacobianProducts
-from lrphase.losses import resolve_loss
-from lrphase.operators import gauss_newton
-from lrphase.spec import load_spec
+from lrphase.curvature.data import make_batches
+from lrphase.curvature.isolation import working_copy
+from lrphase.curvature.jacobian import JacobianProducts
+from lrphase.curvature.losses import resolve_loss
+from lrphase.curvature.operators import gauss_newton
+from lrphase.cli.model_file import load_spec
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 FILES = {"mlp": "digits_mlp.py", "cnn": "small_cnn.py", "resnet": "resnet18.py"}

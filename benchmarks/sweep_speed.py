@@ -17,10 +17,10 @@ from pathlib import Path
 
 import torch
 
-from lrphase.dynamics import make_trainer
-from lrphase.losses import resolve_loss
-from lrphase.spec import load_spec
-from lrphase.sweep import run_sweep
+from lrphase.dynamics.runs import make_trainer
+from lrphase.curvature.losses import resolve_loss
+from lrphase.cli.model_file import load_spec
+from lrphase.workflows.sweep import run_sweep
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "digits_mlp.py"
 

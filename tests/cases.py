@@ -92,7 +92,7 @@ def dense_ntk_top(model: nn.Module, x: torch.Tensor) -> float:
 def _float64_copy(model: nn.Module) -> nn.Module:
     import copy
 
-    from lrphase.isolation import prepare_for_curvature
+    from lrphase.curvature.isolation import prepare_for_curvature
 
     clone = copy.deepcopy(model).double()
     prepare_for_curvature(clone)

@@ -22,12 +22,12 @@ from cases import WarmupModel
 from typer.testing import CliRunner
 
 import lrphase
-from lrphase.activations import classify
+from lrphase.theory.activations import classify
 from lrphase.advice import predicted_advice
-from lrphase.check_report import annotation
-from lrphase.checking import place
-from lrphase.cli import app
-from lrphase.phases import predict_phases
+from lrphase.cli.render.check import annotation
+from lrphase.workflows.check import place
+from lrphase.cli.app import app
+from lrphase.theory.phases import predict_phases
 
 runner = CliRunner()
 ROOT = Path(__file__).resolve().parents[1]
@@ -168,7 +168,7 @@ def test_internal_error_exits_4(warmup, monkeypatch):
     def broken(*args, **kwargs):
         raise RuntimeError("boom")
 
-    monkeypatch.setattr("lrphase.checking.check_spec", broken)
+    monkeypatch.setattr("lrphase.cli.app.check_project", broken)
     result = check(warmup[0], 0.1)
     assert result.exit_code == 4 and "unexpected RuntimeError: boom" in result.stderr
 
@@ -268,7 +268,7 @@ def test_example_workflow_is_valid_and_its_command_works(tmp_path):
 
 def test_cross_entropy_check_skips_the_ntk_lanczos_it_does_not_use():
     from cases import make_case
-    from lrphase.check_report import check_to_dict
+    from lrphase.cli.render.check import check_to_dict
 
     model, x, y = make_case("mlp", m=24)
     options = dict(loss="cross_entropy", batch_size=12, batches=2, dtype=torch.float64, tol=1e-10)

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 import lrphase
-from lrphase import chunked
+from lrphase.curvature import chunked
 from cases import dense_gauss_newton_top, make_case
 from test_estimate import LOSSES, LOSS_ARGS
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from lrphase.cli import app
+from lrphase.cli.app import app
 
 runner = CliRunner()
 
@@ -144,12 +144,12 @@ def test_unconverged_estimate_exits_3_and_says_so(tmp_path):
 
 
 def test_help_does_not_import_torch():
-    code = "import sys; from lrphase.cli import app; assert 'torch' not in sys.modules, 'torch imported'"
+    code = "import sys; from lrphase.cli.app import app; assert 'torch' not in sys.modules, 'torch imported'"
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
 def test_an_interrupted_measurement_prints_the_runs_it_finished(tmp_path, monkeypatch):
-    from lrphase.stability import EdgeTrainer
+    from lrphase.dynamics.stability import EdgeTrainer
 
     real_run = EdgeTrainer.run
     calls = []

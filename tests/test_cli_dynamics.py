@@ -7,7 +7,7 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from lrphase.cli import app
+from lrphase.cli.app import app
 
 runner = CliRunner()
 
@@ -72,12 +72,12 @@ def test_sweep_json_out_folder_and_resume(warmup_file, tmp_path, monkeypatch):
     assert out["eta_crit_empirical"] == pytest.approx(out["eta_crit"], rel=0.1)
     assert len(list(out_dir.glob("run-*.json"))) == len(out["runs"]) == 12
 
-    from lrphase import dynamics
+    from lrphase.dynamics import runs
 
     def no_training(*args, **kwargs):
         raise AssertionError("a finished run was trained again")
 
-    monkeypatch.setattr(dynamics.Trainer, "run", no_training)
+    monkeypatch.setattr(runs.Trainer, "run", no_training)
     second = runner.invoke(app, args)
     assert second.exit_code == 0, second.output
     assert json.loads(second.stdout)["runs"] == out["runs"]

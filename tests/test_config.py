@@ -9,10 +9,11 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from lrphase.cli import app
-from lrphase.config import Settings, find_pyproject, resolve_settings
+from lrphase.cli.app import app
+from lrphase.cli.config import find_pyproject, resolve_settings
+from lrphase.settings import Settings
 from lrphase.errors import InputError
-from lrphase.optimizers import Optimizer
+from lrphase.theory.optimizers import Optimizer
 
 runner = CliRunner()
 

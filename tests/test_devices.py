@@ -11,7 +11,7 @@ import torch
 
 from cases import HostReads, clustered_operator, make_case
 from lrphase import estimate_lambda0
-from lrphase.lanczos import lanczos_top
+from lrphase.curvature.lanczos import lanczos_top
 
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device"))]
 

@@ -19,7 +19,7 @@ import json, sys
 import torch
 from torch import nn
 import lrphase
-from lrphase.distributed import init_from_environment, shutdown, world
+from lrphase.curvature.distributed import init_from_environment, shutdown, world
 
 assert init_from_environment()
 torch.manual_seed(0)
@@ -98,7 +98,7 @@ def torchrun(tmp_path, *args: str) -> subprocess.CompletedProcess:
 def test_cli_under_torchrun_prints_once_and_matches_one_process(tmp_path):
     from typer.testing import CliRunner
 
-    from lrphase.cli import app
+    from lrphase.cli.app import app
 
     model_file = tmp_path / "model.py"
     model_file.write_text(textwrap.dedent(MODEL_FILE))

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from cases import WarmupModel
-from lrphase.dynamics import make_trainer
-from lrphase.losses import PAPER_MSE
-from lrphase.sweep import run_sweep
+from lrphase.dynamics.runs import make_trainer
+from lrphase.curvature.losses import PAPER_MSE
+from lrphase.workflows.sweep import run_sweep
 
 
 def warmup(width=1000, seed=0):
@@ -109,7 +109,7 @@ def test_sweep_leaves_the_model_untouched():
      dict(momentum=0.5, dampening=0.3, weight_decay=0.1)],
 )
 def test_training_step_is_torch_optim_sgd(options):
-    from lrphase.optimizers import Optimizer
+    from lrphase.theory.optimizers import Optimizer
 
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(3, 16), torch.nn.Tanh(), torch.nn.Linear(16, 2)).double()
@@ -130,7 +130,7 @@ def test_training_step_is_torch_optim_sgd(options):
 
 
 def test_refinement_rounds_split_a_bracket_evenly_in_log_space():
-    from lrphase.sweep import Boundary, _interior
+    from lrphase.workflows.sweep import Boundary, _interior
 
     assert _interior(Boundary(1.0, 4.0), 1) == pytest.approx([2.0])
     assert _interior(Boundary(1.0, 27.0), 2) == pytest.approx([3.0, 9.0])  # three ranks on one open bracket
@@ -139,8 +139,8 @@ def test_refinement_rounds_split_a_bracket_evenly_in_log_space():
 @pytest.mark.parametrize("edge, expected", [(0.01, "down"), (100.0, "up"), (1.0, None)])
 def test_the_default_grid_extends_until_it_brackets_the_divergence_boundary(edge, expected):
     """Below its lowest rate when that already diverges (cross-entropy), above its top when nothing does."""
-    from lrphase.sweep import EXTEND_FACTOR, SweepRun, _extend
-    from lrphase.verdict import Verdict
+    from lrphase.workflows.sweep import EXTEND_FACTOR, SweepRun, _extend
+    from lrphase.dynamics.verdict import Verdict
 
     def result(lr: float) -> SweepRun:
         phase = "divergent" if lr >= edge else "lazy"

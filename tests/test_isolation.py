@@ -67,10 +67,10 @@ def test_estimate_is_deterministic_for_a_seed():
 @pytest.mark.parametrize("mode", ["double", "jvp"])
 def test_functional_dropout_does_not_make_the_operator_random(mode):
     """F.dropout(training=True) stays on inside a train-mode module; the fixed seed freezes its mask."""
-    from lrphase.isolation import working_copy
-    from lrphase.jacobian import JacobianProducts
-    from lrphase.losses import PAPER_MSE
-    from lrphase.operators import gauss_newton
+    from lrphase.curvature.isolation import working_copy
+    from lrphase.curvature.jacobian import JacobianProducts
+    from lrphase.curvature.losses import PAPER_MSE
+    from lrphase.curvature.operators import gauss_newton
 
     torch.manual_seed(1)
     model = NetWithEverything().train()

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from cases import clustered_operator
-from lrphase.lanczos import lanczos_top
+from lrphase.curvature.lanczos import lanczos_top
 
 
 def test_converged_at_default_tol_is_within_tol_of_the_top_of_a_near_degenerate_cluster():

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from lrphase.errors import InputError
-from lrphase.losses import resolve_loss
+from lrphase.curvature.losses import resolve_loss
 
 
 @pytest.mark.parametrize(

@@ -16,10 +16,10 @@ import pytest
 import torch
 from cases import WarmupModel
 
-from lrphase.activations import classify
+from lrphase.theory.activations import classify
 from lrphase.errors import InputError
-from lrphase.optimizers import Optimizer
-from lrphase.phases import predict_phases
+from lrphase.theory.optimizers import Optimizer
+from lrphase.theory.phases import predict_phases
 
 CURVATURES = torch.tensor([3.0, 0.75, 0.1], dtype=torch.float64)  # top curvature λ = 3
 

@@ -12,9 +12,9 @@ from torch import nn
 
 import lrphase
 from cases import WarmupModel
-from lrphase.losses import PAPER_MSE
-from lrphase.optimizers import Optimizer
-from lrphase.stability import MAX_DOUBLINGS, EdgeRun, make_edge_trainer, search_edge
+from lrphase.curvature.losses import PAPER_MSE
+from lrphase.theory.optimizers import Optimizer
+from lrphase.dynamics.stability import MAX_DOUBLINGS, EdgeRun, make_edge_trainer, search_edge
 
 CPU = torch.device("cpu")
 

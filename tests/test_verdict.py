@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from lrphase.verdict import classify_run
+from lrphase.dynamics.verdict import classify_run
 
 
 def decaying(steps=60, rate=0.95, start=1.0):

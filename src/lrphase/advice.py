@@ -1,9 +1,9 @@
 """What lrphase advises: the paper's prediction where it is exact, the measured edge where it is not.
 
-The prediction (:mod:`lrphase.phases`) is exact for an MSE loss under full-batch gradient
+The prediction (:mod:`lrphase.theory.phases`) is exact for an MSE loss under full-batch gradient
 descent (with or without weight decay) on a network whose activation has a measured c_act: there
 the advice is the prediction. Everywhere else — cross-entropy, momentum, minibatches, unknown or
-mixed activations — the divergence edge is measured (:mod:`lrphase.stability`) and the advice follows
+mixed activations — the divergence edge is measured (:mod:`lrphase.dynamics.stability`) and the advice follows
 the measurement:
 
 * η_max = the largest rate that trained in the search (the prediction c_act/(g(λ₀ + wd)) is
@@ -14,7 +14,7 @@ the measurement:
 
 If no rate failed up to the search's cap, η_max is that cap's rate, a lower bound; if no rate
 trained, η_max is the smallest rate tried (which failed) and η_rec = η_max/(2·``RECOMMEND_DIVISOR``),
-with a caveat. Adaptive optimizers are neither predicted nor measured (see :mod:`lrphase.optimizers`).
+with a caveat. Adaptive optimizers are neither predicted nor measured (see :mod:`lrphase.theory.optimizers`).
 """
 
 from __future__ import annotations
@@ -22,11 +22,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from .activations import Activation
-from .losses import Loss
-from .optimizers import Optimizer
-from .phases import PhasePrediction
-from .stability import EdgeMeasurement
+from .theory.activations import Activation
+from .curvature.losses import Loss
+from .theory.optimizers import Optimizer
+from .theory.phases import PhasePrediction
+from .dynamics.stability import EdgeMeasurement
 
 RECOMMEND_DIVISOR = 4.0
 Phase = Literal["lazy", "catapult", "divergent"]

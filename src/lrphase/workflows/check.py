@@ -25,14 +25,12 @@ from typing import Any
 
 from torch import nn
 
-from .config import ACCEPTABLE_PHASES, Settings, validate
-from .errors import InputError
-from .optimizers import Optimizer
-from .advice import Advice
-from .phases import PHASE_NAMES
-from .probing import ProbeResult, probe
-from .spec import ModelSpec
-from .stability import EdgeRun
+from ..settings import ACCEPTABLE_PHASES, validate
+from ..errors import InputError
+from ..theory.optimizers import Optimizer
+from ..advice import Advice
+from ..theory.phases import PHASE_NAMES
+from .probe import ProbeResult, probe
 
 EXIT_PASS = 0
 EXIT_FAIL = 1
@@ -204,21 +202,6 @@ def check(
     options.setdefault("ntk", False)
     probed = probe(model, data, loss=loss, c_act=c_act, optimizer=spec, jvp_mode=jvp_mode, progress=progress, **options)
     return CheckResult(lr, spec, accept, margin, probed, place(probed.advice, lr, accept=accept, margin=margin))
-
-
-def check_spec(
-    spec: ModelSpec,
-    settings: Settings,
-    *,
-    progress: Callable[[int, int], None] | None = None,
-    on_run: Callable[[EdgeRun], None] | None = None,
-) -> CheckResult:
-    """:func:`check` a loaded model file with settings from :func:`lrphase.config.load_project`."""
-    return check(
-        spec.model, spec.data, lr=settings.lr, optimizer=settings.optimizer_spec(), accept=settings.accept,
-        margin=settings.margin, loss=settings.loss or spec.loss, c_act=settings.c_act, jvp_mode=settings.jvp or "double",
-        progress=progress, on_run=on_run, **settings.advice_options(), **settings.estimate_options(),
-    )
 
 
 def _optimizer(

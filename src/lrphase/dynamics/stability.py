@@ -5,10 +5,10 @@ descent. With cross-entropy the curvature grows in the first steps (progressive 
 momentum moves the edge, and other activations have no measured c_act; there the largest rate
 that trains has been seen anywhere from 0.02/λ₀ to 20/λ₀. So lrphase measures it.
 
-**A run** trains a private copy of the model (see :mod:`lrphase.isolation`) from its
+**A run** trains a private copy of the model (see :mod:`lrphase.curvature.isolation`) from its
 initialization for at most ``steps`` steps, with ``torch.optim.SGD``'s update for the user's
-optimizer (:func:`lrphase.dynamics.sgd_step`: momentum, Nesterov, weight decay) on the user's
-data stream (:func:`lrphase.data.batch_stream`: minibatches of the user's batch size,
+optimizer (:func:`lrphase.dynamics.runs.sgd_step`: momentum, Nesterov, weight decay) on the user's
+data stream (:func:`lrphase.curvature.data.batch_stream`: minibatches of the user's batch size,
 reshuffled every epoch, as training draws them). Every ``CHECK_EVERY`` steps and at the end it
 measures L_t, the loss on a fixed evaluation batch (the stream's first batch), and at the end
 the curvature λ_t, the top Gauss–Newton eigenvalue on that batch (Lanczos to ``TRACK_TOL``,
@@ -22,7 +22,7 @@ warm-started). With r_t = L_t/L_0 the run **fails**, and stops at once, when
 and fails at the end when r ≥ 1 (no progress), or when its curvature stays far past the edge of
 stability: η·(λ_t + wd) ≥ ``SHARPNESS_LIMIT``·min(F, 1) at the end and again ``SHARPNESS_GAP``
 steps later (the run goes on that long only then), with F the optimizer's stability factor
-(:mod:`lrphase.optimizers`). Otherwise it **trains**; a catapult, a spike before the loss first
+(:mod:`lrphase.theory.optimizers`). Otherwise it **trains**; a catapult, a spike before the loss first
 falls and then convergence, trains.
 
 The curvature test is what makes short runs predictive for cross-entropy, where the curvature
@@ -54,13 +54,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from .data import as_args, batch_stream, to_device
-from .dynamics import Trainer, sgd_step
-from .isolation import preserved_rng, working_copy
-from .jacobian import seeded_forward
-from .lanczos import LanczosResult
-from .losses import Loss
-from .optimizers import Optimizer
+from ..curvature.data import as_args, batch_stream, to_device
+from .runs import Trainer, sgd_step
+from ..curvature.isolation import preserved_rng, working_copy
+from ..curvature.jacobian import seeded_forward
+from ..curvature.lanczos import LanczosResult
+from ..curvature.losses import Loss
+from ..theory.optimizers import Optimizer
 from .verdict import EXPLODE_RATIO
 
 DEFAULT_STEPS = 40
@@ -239,7 +239,7 @@ def make_edge_trainer(
 ) -> EdgeTrainer:
     """An :class:`EdgeTrainer` on a private copy of ``model``.
 
-    ``jvp_mode`` computes the tracked curvature's products (see :class:`lrphase.jacobian.JacobianProducts`);
+    ``jvp_mode`` computes the tracked curvature's products (see :class:`lrphase.curvature.jacobian.JacobianProducts`);
     ``initial`` is λ₀'s Lanczos result on the stream's first batch, the warm start of the first λ_t.
     """
     with preserved_rng():

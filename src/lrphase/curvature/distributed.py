@@ -20,7 +20,7 @@ import torch
 import torch.distributed as dist
 
 from .data import as_args
-from .errors import InputError
+from ..errors import InputError
 from .jacobian import Vector
 
 

@@ -7,8 +7,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from .checking import EXIT_FAIL, EXIT_NOT_APPLICABLE, EXIT_NOT_CONVERGED, EXIT_PASS, CheckResult
-from .report import probe_to_dict, render_measurement
+from ...workflows.check import EXIT_FAIL, EXIT_NOT_APPLICABLE, EXIT_NOT_CONVERGED, EXIT_PASS, CheckResult
+from .probe import probe_to_dict, render_measurement
 
 CHECK_SCHEMA = "lrphase.check/2"
 ANNOTATION_TITLE = "lrphase check"

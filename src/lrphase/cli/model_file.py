@@ -23,10 +23,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from .errors import InputError
-from .isolation import preserved_rng
+from ..errors import InputError
+from ..settings import MODEL_FILE_KEYS
+from ..curvature.isolation import preserved_rng
 
-DEFAULT_KEYS = ("batch_size", "lr", "optimizer", "momentum", "nesterov", "weight_decay")
 
 
 @dataclass(frozen=True)
@@ -99,7 +99,7 @@ def _call_factory(obj: Any, what: str, source: str) -> Any:
 
 
 def _spec_from_namespace(namespace: dict[str, Any], name: str | None, source: str) -> ModelSpec:
-    entries = {key: namespace[key] for key in ("data", "loss", *DEFAULT_KEYS) if key in namespace}
+    entries = {key: namespace[key] for key in ("data", "loss", *MODEL_FILE_KEYS) if key in namespace}
     model_name = name or "model"
     if model_name not in namespace:
         hint = f"`{name}` is not defined there" if name else "define `model = MyNet()` (or `path.py:factory`)"
@@ -112,7 +112,7 @@ def _spec_from_namespace(namespace: dict[str, Any], name: str | None, source: st
             )
         model = _call_factory(model, f"`{model_name}`", source)
         if isinstance(model, dict):
-            unknown = set(model) - {"model", "data", "loss", *DEFAULT_KEYS}
+            unknown = set(model) - {"model", "data", "loss", *MODEL_FILE_KEYS}
             if unknown:
                 raise InputError(f"`{model_name}` in {source} returned unknown keys {sorted(unknown)}")
             entries.update({k: v for k, v in model.items() if k != "model"})

@@ -1,6 +1,6 @@
 """Short gradient-descent runs from the model's initialization, with the curvature tracked.
 
-A run trains a private copy of the model (see :mod:`lrphase.isolation`) with
+A run trains a private copy of the model (see :mod:`lrphase.curvature.isolation`) with
 ``torch.optim.SGD``'s update on one fixed batch — full-batch gradient descent on that batch, as in
 the paper — recording the loss L_t before every step and the top Gauss–Newton eigenvalue
 λ_t every ``track_every`` steps and at the end. Each λ_t is a Lanczos run warm-started
@@ -19,13 +19,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from .data import as_args, make_batches, to_device
-from .isolation import preserved_rng, working_copy
-from .jacobian import JacobianProducts, seeded_forward
-from .lanczos import LanczosResult, lanczos_top
-from .losses import Loss
-from .operators import gauss_newton
-from .optimizers import Optimizer
+from ..curvature.data import as_args, make_batches, to_device
+from ..curvature.isolation import preserved_rng, working_copy
+from ..curvature.jacobian import JacobianProducts, seeded_forward
+from ..curvature.lanczos import LanczosResult, lanczos_top
+from ..curvature.losses import Loss
+from ..curvature.operators import gauss_newton
+from ..theory.optimizers import Optimizer
 from .verdict import EXPLODE_RATIO, RiseTracker
 
 CATAPULT_CHECK_EVERY = 5
@@ -163,7 +163,7 @@ def sgd_step(
     lr: float,
     optimizer: Optimizer,
 ) -> None:
-    """One ``torch.optim.SGD`` step, in place, with its exact conventions (see :mod:`lrphase.optimizers`).
+    """One ``torch.optim.SGD`` step, in place, with its exact conventions (see :mod:`lrphase.theory.optimizers`).
 
     d = g + wd·θ; with momentum β the buffer is b = d on the first step, then b ← β b + (1 − dampening) d,
     and d ← d + β b (Nesterov) or d ← b; finally θ ← θ − η d. Written out rather than calling
@@ -209,7 +209,7 @@ def make_trainer(
     max_iter: int = 100,
     initial: LanczosResult | None = None,
 ) -> Trainer:
-    """A :class:`Trainer` on the first batch that :func:`lrphase.data.make_batches` draws for ``seed``.
+    """A :class:`Trainer` on the first batch that :func:`lrphase.curvature.data.make_batches` draws for ``seed``.
 
     ``initial``, the top Gauss–Newton pair already computed on that batch at initialization
     (e.g. by the probe), saves recomputing it.

@@ -32,7 +32,7 @@ from torch import nn
 from torch.func import functional_call
 
 from .data import as_args
-from .errors import InputError
+from ..errors import InputError
 
 JVP_MODES = ("auto", "double", "jvp", "linearize")
 AUTO_TRIALS = ("jvp", "double", "jvp")
@@ -42,7 +42,7 @@ Vector = tuple[torch.Tensor, ...]
 class JacobianProducts:
     """J and Jᵀ products for ``model`` on input ``x``; outputs are reshaped to (m, k).
 
-    ``model`` must already be a prepared private copy (see :mod:`lrphase.isolation`);
+    ``model`` must already be a prepared private copy (see :mod:`lrphase.curvature.isolation`);
     parameter-space vectors are tuples of tensors shaped like the trainable parameters.
     """
 

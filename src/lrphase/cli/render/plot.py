@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .errors import InputError
-from .sweep import SweepResult
+from ...errors import InputError
+from ...workflows.sweep import SweepResult
 
 COLORS = {"lazy": "tab:blue", "catapult": "tab:green", "divergent": "tab:red", "unresolved": "tab:orange"}
 

@@ -1,7 +1,7 @@
 """λ₀: the top eigenvalue of the training loss's Gauss–Newton matrix at initialization.
 
 For each of a few batches, Lanczos runs in output space on A = Sᵀ J Jᵀ S (see
-:mod:`lrphase.operators`), and λ₀ is the mean over batches (spread reported as the
+:mod:`lrphase.curvature.operators`), and λ₀ is the mean over batches (spread reported as the
 sample standard deviation), as in the paper's Supplement A. Gradient descent on the
 loss is linearly unstable exactly when η > 2/λ₀. The paper's plain NTK eigenvalue
 λ_max(J Jᵀ/(km)) is reported alongside (``ntk_lambda0``).
@@ -18,10 +18,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from .activations import NonlinearityRecorder
+from ..theory.activations import NonlinearityRecorder
 from .data import as_args, make_batches, to_device
 from .distributed import ShardedProducts, all_reduce_sum, any_rank, shard, shard_bounds, world
-from .errors import InputError
+from ..errors import InputError
 from .isolation import ModeReport, preserved_rng, working_copy
 from .chunked import ChunkedJacobianProducts, auto_chunk_size, batch_coupled
 from .jacobian import JVP_MODES, JacobianProducts
@@ -136,10 +136,10 @@ def estimate_lambda0(
     ``data`` is a Dataset, DataLoader or (X, Y) pair; ``loss`` is ``"mse"`` (the paper's
     L = 1/(2km) Σ(f−y)², the default), ``"cross_entropy"``, ``nn.MSELoss()`` or
     ``nn.CrossEntropyLoss()``. Lanczos stops once its residual is ≤ ``tol``·λ (see
-    :mod:`lrphase.lanczos`); the result says whether every batch converged within ``max_iter`` steps.
-    ``chunk_size`` micro-batches every product (see :mod:`lrphase.chunked`); ``None`` chooses
+    :mod:`lrphase.curvature.lanczos`); the result says whether every batch converged within ``max_iter`` steps.
+    ``chunk_size`` micro-batches every product (see :mod:`lrphase.curvature.chunked`); ``None`` chooses
     automatically from the device's free memory. Under ``torch.distributed`` each batch is
-    sharded across the ranks (see :mod:`lrphase.distributed`); ``distributed=False`` keeps
+    sharded across the ranks (see :mod:`lrphase.curvature.distributed`); ``distributed=False`` keeps
     every rank on whole batches. For cross-entropy the paper's NTK eigenvalue needs a second
     Lanczos run; ``ntk=False`` skips it (``ntk_lambda0`` is then NaN).
     """

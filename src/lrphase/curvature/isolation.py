@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .errors import InputError
+from ..errors import InputError
 
 _DROPOUT_TYPES = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout)
 

@@ -2,7 +2,7 @@
 
 Every run starts from the same initialization and trains with full-batch gradient descent
 on one fixed batch (see :mod:`lrphase.dynamics`); each is classified by
-:func:`lrphase.verdict.classify_run`. From the grid:
+:func:`lrphase.dynamics.verdict.classify_run`. From the grid:
 
 * η_crit (empirical): the boundary between the largest lazy rate and the smallest rate
   above it that is not lazy, reported as the geometric midpoint of that bracket;
@@ -31,12 +31,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from .dynamics import Run, make_trainer
-from .optimizers import Optimizer
-from .distributed import gather_objects, world
-from .errors import InputError
-from .probing import ProbeResult, probe
-from .verdict import Verdict, classify_run
+from ..dynamics.runs import Run, make_trainer
+from ..theory.optimizers import Optimizer
+from ..curvature.distributed import gather_objects, world
+from ..errors import InputError
+from .probe import ProbeResult, probe
+from ..dynamics.verdict import Verdict, classify_run
 
 CONVERGED_RATIO = 1e-2
 CONVERGING = ("lazy", "catapult")

@@ -12,7 +12,7 @@ which case c_safe = c_act. Divergence of real ReLU networks has been measured fr
 3.5/λ₀ (shallow nets, PyTorch's default initialization) up to the paper's 12/λ₀ (deep,
 NTK parameterization), so trusting c_act = 12 blindly would recommend divergent rates.
 
-For SGD with momentum or weight decay (see :mod:`lrphase.optimizers`) the curvature becomes
+For SGD with momentum or weight decay (see :mod:`lrphase.theory.optimizers`) the curvature becomes
 λ₀ + wd, η_crit = 2F/(λ₀ + wd) with the optimizer's stability factor F, η_max = c_act/(g (λ₀ + wd))
 with its step gain g (never below η_crit), and η_rec is the midpoint of η_crit and
 c_safe/(g (λ₀ + wd)) — or η_crit/2 where that window is empty. F = g = 1 gives the formulas above.

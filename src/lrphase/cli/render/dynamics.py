@@ -12,12 +12,12 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from .charts import sparkline
-from .confirming import Confirmation
-from .dynamics import Run
-from .report import finite_or_none
-from .sweep import SweepResult
-from .verdict import Verdict
+from .sparkline import sparkline
+from ...workflows.confirm import Confirmation
+from ...dynamics.runs import Run
+from .probe import finite_or_none
+from ...workflows.sweep import SweepResult
+from ...dynamics.verdict import Verdict
 
 SWEEP_SCHEMA = "lrphase.sweep/1"
 SHARPENING_WARNING = 1.2  # λ_t max / λ₀ above which the confirmation warns

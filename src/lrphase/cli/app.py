@@ -18,7 +18,7 @@ from typing import Annotated, Any, Optional, TypeVar
 
 import typer
 
-from .errors import LrphaseError
+from ..errors import LrphaseError
 
 app = typer.Typer(
     name="lrphase",
@@ -34,7 +34,7 @@ T = TypeVar("T")
 
 def _version(value: bool) -> None:
     if value:
-        from . import __version__
+        from .. import __version__
 
         typer.echo(f"lrphase {__version__}")
         raise typer.Exit()
@@ -67,7 +67,7 @@ def _main_process() -> bool:
     """Whether this process prints: always, except on ranks other than 0 under torchrun."""
     if not _launched_by_torchrun():
         return True
-    from .distributed import world
+    from ..curvature.distributed import world
 
     return world()[0] == 0
 
@@ -77,7 +77,7 @@ def _guarded(debug: bool, body: Callable[[], T]) -> T:
     try:
         if not _launched_by_torchrun():
             return body()
-        from .distributed import init_from_environment, shutdown
+        from ..curvature.distributed import init_from_environment, shutdown
 
         init_from_environment()
         result = body()
@@ -193,9 +193,9 @@ def probe(
 
     def body() -> int:
         from .config import load_project
-        from .errors import InputError
-        from .probing import probe as run_probe
-        from .report import probe_to_dict, render_probe
+        from ..errors import InputError
+        from ..workflows.probe import probe as run_probe
+        from .render.probe import probe_to_dict, render_probe
 
         settings, spec = load_project(target, config=config, overrides=dict(
             loss=loss, batch_size=batch_size, batches=batches, device=device, dtype=dtype and dtype.value, seed=seed,
@@ -212,7 +212,7 @@ def probe(
             )
         confirmation = None
         if confirm:
-            from .confirming import confirm as run_confirm
+            from ..workflows.confirm import confirm as run_confirm
 
             if steps < 1:
                 raise InputError(f"--steps must be at least 1, got {steps}")
@@ -224,7 +224,7 @@ def probe(
         if not _main_process():
             return 0 if result.estimate.converged else 3
         if as_json:
-            from .dynamics_report import confirmation_to_dict
+            from .render.dynamics import confirmation_to_dict
 
             record = probe_to_dict(result, source=settings.target)
             if confirmation is not None:
@@ -236,7 +236,7 @@ def probe(
             console = Console()
             render_probe(result, console, source=settings.target)
             if confirmation is not None:
-                from .dynamics_report import render_confirmation
+                from .render.dynamics import render_confirmation
 
                 render_confirmation(confirmation, console)
         if not result.estimate.converged:
@@ -272,8 +272,8 @@ def sweep(
 
     def body() -> int:
         from .config import load_project
-        from .dynamics_report import render_sweep, sweep_to_dict
-        from .sweep import run_sweep
+        from .render.dynamics import render_sweep, sweep_to_dict
+        from ..workflows.sweep import run_sweep
 
         rates = _parse_rates(lrs) if lrs is not None else None
         settings, spec = load_project(target, config=config, overrides=dict(
@@ -292,7 +292,7 @@ def sweep(
         if not _main_process():
             return 0
         if plot:
-            from .plots import plot_sweep
+            from .render.plot import plot_sweep
 
             plot_sweep(result, plot)
         if as_json:
@@ -308,8 +308,20 @@ def sweep(
     raise typer.Exit(_guarded(debug, body))
 
 
+def check_project(spec: Any, settings: Any, **callbacks: Any) -> Any:
+    """:func:`lrphase.check` on a loaded model file (:class:`~lrphase.cli.model_file.ModelSpec`) with its
+    resolved :class:`~lrphase.settings.Settings`; ``callbacks``: ``progress`` and ``on_run``."""
+    from ..workflows.check import check
+
+    return check(
+        spec.model, spec.data, lr=settings.lr, optimizer=settings.optimizer_spec(), accept=settings.accept,
+        margin=settings.margin, loss=settings.loss or spec.loss, c_act=settings.c_act, jvp_mode=settings.jvp or "double",
+        **callbacks, **settings.advice_options(), **settings.estimate_options(),
+    )
+
+
 def _parse_rates(text: str) -> list[float]:
-    from .errors import InputError
+    from ..errors import InputError
 
     try:
         rates = [float(part) for part in text.split(",") if part.strip()]
@@ -351,9 +363,8 @@ def check(
     annotate = github if github is not None else os.environ.get("GITHUB_ACTIONS") == "true"
 
     def body() -> int:
-        from .check_report import annotation, check_to_dict, github_annotation, render_check
-        from .checking import check_spec
         from .config import load_project
+        from .render.check import annotation, check_to_dict, github_annotation, render_check
 
         try:
             settings, spec = load_project(target, config=config, overrides=dict(
@@ -363,7 +374,7 @@ def check(
                 measure=measure, measure_steps=measure_steps,
             ))
             with _progress(not as_json and _main_process(), "checking") as update, _measured_runs(update) as on_run:
-                result = check_spec(spec, settings, progress=update, on_run=on_run)
+                result = check_project(spec, settings, progress=update, on_run=on_run)
         except LrphaseError as exc:
             if annotate:
                 typer.echo(annotation("error", str(exc)), err=as_json)
@@ -379,8 +390,3 @@ def check(
         return result.exit_code
 
     raise typer.Exit(_guarded(debug, body))
-
-
-def main() -> None:
-    """Console-script entry point."""
-    app()

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset, default_collate
 
-from .errors import InputError
+from ..errors import InputError
 from .isolation import preserved_rng
 
 Batch = tuple[Any, Any]

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .errors import InputError
+from ..errors import InputError
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 
 Two short runs from the same initialization on one fixed batch (see :mod:`lrphase.dynamics`):
 at the recommended rate, and at 0.5·η_crit as a lazy reference. Each is classified by
-:func:`lrphase.verdict.classify_run`, with λ_t tracked every ``track_every`` steps.
+:func:`lrphase.dynamics.verdict.classify_run`, with λ_t tracked every ``track_every`` steps.
 """
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from .dynamics import Run, make_trainer
-from .optimizers import Optimizer
-from .probing import ProbeResult
-from .verdict import Verdict, classify_run
+from ..dynamics.runs import Run, make_trainer
+from ..theory.optimizers import Optimizer
+from .probe import ProbeResult
+from ..dynamics.verdict import Verdict, classify_run
 
 
 @dataclass(frozen=True)

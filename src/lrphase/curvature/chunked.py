@@ -78,7 +78,7 @@ def auto_chunk_size(model: nn.Module, x: Any, *, seed: int = 0) -> int | None:
 
 
 class ChunkedJacobianProducts:
-    """The interface of :class:`~lrphase.jacobian.JacobianProducts`, computed ``chunk_size`` samples at a time."""
+    """The interface of :class:`~lrphase.curvature.jacobian.JacobianProducts`, computed ``chunk_size`` samples at a time."""
 
     def __init__(self, model: nn.Module, x: Any, *, chunk_size: int, seed: int = 0) -> None:
         args = as_args(x)

@@ -1,4 +1,4 @@
-"""Output-space curvature operators built from :class:`~lrphase.jacobian.JacobianProducts`.
+"""Output-space curvature operators built from :class:`~lrphase.curvature.jacobian.JacobianProducts`.
 
 Both are symmetric positive semi-definite on R^{m·k} and cost one vjp and one jvp per product:
 

@@ -1,7 +1,7 @@
 """One probe: λ₀ of a model, the activation it uses, the phases they predict, and the advice.
 
 Where the paper's prediction is not exact (see :func:`lrphase.advice.prediction_exact`), the probe
-also measures the divergence edge with short training runs (:mod:`lrphase.stability`) and
+also measures the divergence edge with short training runs (:mod:`lrphase.dynamics.stability`) and
 advises from the measurement.
 """
 
@@ -14,16 +14,16 @@ from typing import Any
 import torch
 from torch import nn
 
-from .activations import Activation, classify
-from .advice import Advice, could_be_exact, measured_advice, predicted_advice, prediction_exact
-from .data import is_full_batch
-from .distributed import world
-from .errors import InputError
-from .estimate import Lambda0Estimate, estimate_lambda0
-from .losses import resolve_loss
-from .optimizers import Optimizer
-from .phases import PhasePrediction, predict_phases
-from .stability import DEFAULT_STEPS, EdgeMeasurement, EdgeRun, make_edge_trainer, search_edge, start_rate
+from ..theory.activations import Activation, classify
+from ..advice import Advice, could_be_exact, measured_advice, predicted_advice, prediction_exact
+from ..curvature.data import is_full_batch
+from ..curvature.distributed import world
+from ..errors import InputError
+from ..curvature.estimate import Lambda0Estimate, estimate_lambda0
+from ..curvature.losses import resolve_loss
+from ..theory.optimizers import Optimizer
+from ..theory.phases import PhasePrediction, predict_phases
+from ..dynamics.stability import DEFAULT_STEPS, EdgeMeasurement, EdgeRun, make_edge_trainer, search_edge, start_rate
 
 
 @dataclass(frozen=True)
@@ -72,7 +72,7 @@ def probe(
 
     ``c_act`` overrides the constant in η_max = c_act/λ₀ that is otherwise chosen from the
     nonlinearities the forward pass calls; ``optimizer`` (default: plain gradient descent)
-    moves the boundaries, see :mod:`lrphase.optimizers`. ``measure``: None (default) measures
+    moves the boundaries, see :mod:`lrphase.theory.optimizers`. ``measure``: None (default) measures
     the edge where the prediction is not exact, True always, False never (the advice is then the
     prediction, flagged as unverified where it is not exact); ``measure_steps`` is the length of
     each run of the search and ``on_run`` is called after each. When the edge will be measured,

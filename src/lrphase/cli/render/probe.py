@@ -11,9 +11,9 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from .optimizers import Optimizer
-from .probing import ProbeResult
-from .stability import EdgeMeasurement
+from ...theory.optimizers import Optimizer
+from ...workflows.probe import ProbeResult
+from ...dynamics.stability import EdgeMeasurement
 
 PROBE_SCHEMA = "lrphase.probe/2"
 

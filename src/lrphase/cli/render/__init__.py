@@ -1,0 +1,1 @@
+"""Results for people (rich tables), machines (versioned JSON) and CI (GitHub annotations)."""

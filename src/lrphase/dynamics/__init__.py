@@ -1,0 +1,2 @@
+"""Short training runs from the model's initialization: the runs themselves (:mod:`.runs`), their phase
+verdicts (:mod:`.verdict`) and the measured divergence edge of minibatch training (:mod:`.stability`)."""
