@@ -22,12 +22,12 @@ from cases import WarmupModel
 from typer.testing import CliRunner
 
 import lrphase
-from lrphase.theory.activations import classify
 from lrphase.advice import predicted_advice
-from lrphase.cli.render.check import annotation
-from lrphase.workflows.check import place
 from lrphase.cli.app import app
+from lrphase.cli.render.check import annotation
+from lrphase.theory.activations import classify
 from lrphase.theory.phases import predict_phases
+from lrphase.workflows.check import place
 
 runner = CliRunner()
 ROOT = Path(__file__).resolve().parents[1]
@@ -168,7 +168,7 @@ def test_internal_error_exits_4(warmup, monkeypatch):
     def broken(*args, **kwargs):
         raise RuntimeError("boom")
 
-    monkeypatch.setattr("lrphase.cli.app.check_project", broken)
+    monkeypatch.setattr("lrphase.workflows.check.check", broken)
     result = check(warmup[0], 0.1)
     assert result.exit_code == 4 and "unexpected RuntimeError: boom" in result.stderr
 
@@ -245,9 +245,9 @@ def test_python_api_rejects_bad_arguments():
         lrphase.check(model, data, lr=0.1, optimizer=lrphase.Optimizer(momentum=0.9), momentum=0.5)
 
 
-def test_readme_python_example_runs():
-    readme = (ROOT / "README.md").read_text()
-    section = readme.split("### `lrphase.check`", 1)[1]
+def test_documented_python_example_runs():
+    guide = (ROOT / "docs" / "python.md").read_text()
+    section = guide.split("### `lrphase.check`", 1)[1]
     code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT, timeout=300)
 
@@ -268,6 +268,7 @@ def test_example_workflow_is_valid_and_its_command_works(tmp_path):
 
 def test_cross_entropy_check_skips_the_ntk_lanczos_it_does_not_use():
     from cases import make_case
+
     from lrphase.cli.render.check import check_to_dict
 
     model, x, y = make_case("mlp", m=24)

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+from cases import dense_gauss_newton_top, make_case
+from test_estimate import LOSS_ARGS, LOSSES
 from torch import nn
 
 import lrphase
 from lrphase.curvature import chunked
-from cases import dense_gauss_newton_top, make_case
-from test_estimate import LOSSES, LOSS_ARGS
 
 
 @pytest.mark.parametrize("loss_name", ["mse", "cross_entropy"])

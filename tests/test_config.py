@@ -11,8 +11,8 @@ from typer.testing import CliRunner
 
 from lrphase.cli.app import app
 from lrphase.cli.config import find_pyproject, resolve_settings
-from lrphase.settings import Settings
 from lrphase.errors import InputError
+from lrphase.settings import Settings
 from lrphase.theory.optimizers import Optimizer
 
 runner = CliRunner()

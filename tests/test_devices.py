@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from cases import HostReads, clustered_operator, make_case
+
 from lrphase import estimate_lambda0
 from lrphase.curvature.lanczos import lanczos_top
 

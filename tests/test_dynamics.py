@@ -6,10 +6,10 @@ import copy
 
 import pytest
 import torch
-
 from cases import WarmupModel
-from lrphase.dynamics.runs import make_trainer
+
 from lrphase.curvature.losses import PAPER_MSE
+from lrphase.dynamics.runs import make_trainer
 from lrphase.workflows.sweep import run_sweep
 
 
@@ -139,8 +139,8 @@ def test_refinement_rounds_split_a_bracket_evenly_in_log_space():
 @pytest.mark.parametrize("edge, expected", [(0.01, "down"), (100.0, "up"), (1.0, None)])
 def test_the_default_grid_extends_until_it_brackets_the_divergence_boundary(edge, expected):
     """Below its lowest rate when that already diverges (cross-entropy), above its top when nothing does."""
-    from lrphase.workflows.sweep import EXTEND_FACTOR, SweepRun, _extend
     from lrphase.dynamics.verdict import Verdict
+    from lrphase.workflows.sweep import EXTEND_FACTOR, SweepRun, _extend
 
     def result(lr: float) -> SweepRun:
         phase = "divergent" if lr >= edge else "lazy"

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from cases import WarmupModel, dense_gauss_newton_top, dense_ntk_top, make_case
 from torch import nn
 
 from lrphase import estimate_lambda0
-from cases import WarmupModel, dense_gauss_newton_top, dense_ntk_top, make_case
 
 
 def paper_mse(f, y):

@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from lrphase.errors import InputError
 from lrphase.curvature.losses import resolve_loss
+from lrphase.errors import InputError
 
 
 @pytest.mark.parametrize(

@@ -16,8 +16,8 @@ import pytest
 import torch
 from cases import WarmupModel
 
-from lrphase.theory.activations import classify
 from lrphase.errors import InputError
+from lrphase.theory.activations import classify
 from lrphase.theory.optimizers import Optimizer
 from lrphase.theory.phases import predict_phases
 

@@ -8,13 +8,13 @@ from dataclasses import dataclass
 
 import pytest
 import torch
+from cases import WarmupModel
 from torch import nn
 
 import lrphase
-from cases import WarmupModel
 from lrphase.curvature.losses import PAPER_MSE
-from lrphase.theory.optimizers import Optimizer
 from lrphase.dynamics.stability import MAX_DOUBLINGS, EdgeRun, make_edge_trainer, search_edge
+from lrphase.theory.optimizers import Optimizer
 
 CPU = torch.device("cpu")
 

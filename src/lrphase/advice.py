@@ -20,17 +20,15 @@ with a caveat. Adaptive optimizers are neither predicted nor measured (see :mod:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
 
-from .theory.activations import Activation
 from .curvature.losses import Loss
+from .dynamics.stability import EdgeMeasurement
+from .theory.activations import Activation
 from .theory.optimizers import Optimizer
 from .theory.phases import PhasePrediction
-from .dynamics.stability import EdgeMeasurement
+from .vocabulary import Confidence, Phase, Source
 
 RECOMMEND_DIVISOR = 4.0
-Phase = Literal["lazy", "catapult", "divergent"]
-Source = Literal["predicted", "measured"]
 
 
 def prediction_exact(loss: Loss, optimizer: Optimizer, activation: Activation, *, full_batch: bool) -> bool:
@@ -55,7 +53,7 @@ class Advice:
     eta_recommended: float
     source: Source
     rule: str
-    confidence: str
+    confidence: Confidence
     caveats: tuple[str, ...]
 
     @property

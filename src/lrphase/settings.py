@@ -13,11 +13,11 @@ from typing import Any
 
 import torch
 
-from .dynamics.stability import DEFAULT_STEPS
 from .errors import InputError
 from .theory.optimizers import OPTIMIZERS, Optimizer
+from .vocabulary import DTYPES, JVP_MODES, PHASES, Phase
 
-ACCEPTABLE_PHASES = ("lazy", "catapult")
+ACCEPTABLE_PHASES: tuple[Phase, ...] = PHASES[:2]  # divergent never passes
 MODEL_FILE_KEYS = ("batch_size", "lr", "optimizer", "momentum", "nesterov", "weight_decay")
 
 
@@ -96,11 +96,11 @@ KEYS: dict[str, Key] = {
     "margin": _number("a number ≥ 0", lambda x: x >= 0),
     "c_act": _number("a number above 2 (η_max above η_crit = 2/λ₀)", lambda x: x > 2),
     "device": _string(),
-    "dtype": _string(("float32", "float64")),
+    "dtype": _string(DTYPES),
     "seed": _integer(0),
     "tol": _number("a positive number", lambda x: x > 0),
     "max_iter": _integer(1),
-    "jvp": _string(("auto", "double", "jvp", "linearize")),
+    "jvp": _string(JVP_MODES),
     "steps": _integer(1),
     "measure": _boolean(),
     "measure_steps": _integer(1),
@@ -130,7 +130,7 @@ class Settings:
 
     target: str
     config_file: str | None = None
-    loss: str | None = None
+    loss: Any = None  # a loss name, or the model file's own loss (a name or an nn.Module)
     batch_size: int | None = None
     batches: int | None = None
     optimizer: str | None = None
@@ -150,16 +150,18 @@ class Settings:
     steps: int | None = None
     chunk_size: int | None = None
     measure: bool | None = None
-    measure_steps: int = DEFAULT_STEPS
+    measure_steps: int | None = None
 
-    def with_model_defaults(self, defaults: Mapping[str, Any], *, source: str | None = None) -> Settings:
-        """Fill what neither the command line nor the config set from the model file's ``defaults``.
+    def with_model_defaults(
+        self, defaults: Mapping[str, Any], *, loss: Any = None, source: str | None = None
+    ) -> Settings:
+        """Fill what neither the command line nor the config set from the model file's ``defaults`` and ``loss``.
 
         ``defaults`` is :attr:`lrphase.cli.model_file.ModelSpec.defaults`; an optimizer given there as a
         class (``torch.optim.SGD``) counts by its lowercased name.
         """
         where = f"in {source or self.target}"
-        filled = {}
+        filled: dict[str, Any] = {"loss": loss} if self.loss is None and loss is not None else {}
         for key in MODEL_FILE_KEYS:
             if getattr(self, key) is None and defaults.get(key) is not None:
                 value = defaults[key]
@@ -176,14 +178,38 @@ class Settings:
             weight_decay=self.weight_decay or 0.0,
         )
 
-    def advice_options(self) -> dict[str, Any]:
-        """Keyword arguments for :func:`lrphase.probe` that decide whether and how the edge is measured."""
-        return dict(measure=self.measure, measure_steps=self.measure_steps)
-
-    def estimate_options(self) -> dict[str, Any]:
-        """Keyword arguments for :func:`lrphase.estimate_lambda0` (all but ``loss`` and ``jvp_mode``)."""
-        return dict(
-            batch_size=self.batch_size, batches=self.batches, device=self.device,
-            dtype=getattr(torch, self.dtype) if self.dtype else None, tol=self.tol, max_iter=self.max_iter,
-            seed=self.seed, chunk_size=self.chunk_size,
+    def probe_options(self) -> dict[str, Any]:
+        """Keyword arguments for :func:`lrphase.probe`, only those set: the library's defaults apply to the rest."""
+        return _set(
+            loss=self.loss, c_act=self.c_act, optimizer=self.optimizer_spec(), jvp_mode=self.jvp, measure=self.measure,
+            measure_steps=self.measure_steps, batch_size=self.batch_size, batches=self.batches, device=self.device,
+            dtype=self.torch_dtype(), tol=self.tol, max_iter=self.max_iter, seed=self.seed, chunk_size=self.chunk_size,
         )
+
+    def check_options(self) -> dict[str, Any]:
+        """Keyword arguments for :func:`lrphase.check`: the probe's and the rate, accepted phases and margin."""
+        return {**self.probe_options(), **_set(lr=self.lr, accept=self.accept, margin=self.margin)}
+
+    def sweep_options(self) -> dict[str, Any]:
+        """Keyword arguments for :func:`lrphase.run_sweep` (its steps, loss, optimizer and estimate settings)."""
+        return _set(
+            loss=self.loss, steps=self.steps, c_act=self.c_act, optimizer=self.optimizer_spec(), batch_size=self.batch_size,
+            device=self.device, dtype=self.torch_dtype(), seed=self.seed, tol=self.tol, max_iter=self.max_iter,
+        )
+
+    def confirm_options(self) -> dict[str, Any]:
+        """Keyword arguments for :func:`lrphase.confirm` (its optimizer only where the prediction applies to it)."""
+        optimizer = self.optimizer_spec()
+        return _set(
+            batch_size=self.batch_size, dtype=self.torch_dtype(), seed=self.seed,
+            optimizer=optimizer if optimizer.applies else None,
+        )
+
+    def torch_dtype(self) -> torch.dtype | None:
+        """The compute dtype as a torch dtype (None: the model's own)."""
+        return getattr(torch, self.dtype) if self.dtype else None
+
+
+def _set(**options: Any) -> dict[str, Any]:
+    """The options that are set (not None)."""
+    return {key: value for key, value in options.items() if value is not None}

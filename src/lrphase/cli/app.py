@@ -1,9 +1,11 @@
-"""The ``lrphase`` command line: parse options, call the library, render. Thin by design.
+"""The ``lrphase`` command line. Every command reads parse → call → render → exit.
 
-Nothing here imports torch at module level, so ``lrphase --help`` starts fast.
-Exit codes: 0 success, 1 the checked rate fails (``check``), 2 bad input or usage,
-3 the estimate did not converge, 4 unexpected internal error, 5 the prediction does not
-apply to the optimizer (``check``).
+It resolves its settings (:func:`lrphase.cli.config.load_project`: options, config file, model
+file), calls one library function with them (:mod:`lrphase.workflows`), and returns an
+:class:`Outcome`: an exit code (:class:`lrphase.errors.ExitCode`) and how to render the result
+(:mod:`lrphase.cli.render`). :func:`_execute` runs it, in the torchrun process group when
+launched so, turns lrphase's errors into one line, and lets rank 0 alone print. Nothing here
+imports torch at module level, so ``lrphase --help`` starts fast.
 """
 
 from __future__ import annotations
@@ -13,12 +15,13 @@ import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from enum import Enum
-from typing import Annotated, Any, Optional, TypeVar
+from dataclasses import dataclass
+from typing import Any, NoReturn, Optional
 
 import typer
 
-from ..errors import LrphaseError
+from ..errors import ExitCode, LrphaseError
+from . import options as opt
 
 app = typer.Typer(
     name="lrphase",
@@ -29,7 +32,7 @@ app = typer.Typer(
     rich_markup_mode="rich",
 )
 
-T = TypeVar("T")
+Progress = Optional[Callable[[int, int], None]]
 
 
 def _version(value: bool) -> None:
@@ -47,16 +50,12 @@ def _root(
     """Learning-rate phases of a PyTorch model from λ₀, the top eigenvalue of its loss curvature at init."""
 
 
-class DType(str, Enum):
-    float32 = "float32"
-    float64 = "float64"
+@dataclass(frozen=True)
+class Outcome:
+    """What a command ends with: its exit code, and how to show its result (on rank 0 only)."""
 
-
-class JvpMode(str, Enum):
-    auto = "auto"
-    double = "double"
-    jvp = "jvp"
-    linearize = "linearize"
+    code: ExitCode
+    render: Callable[[], None]
 
 
 def _launched_by_torchrun() -> bool:
@@ -72,37 +71,41 @@ def _main_process() -> bool:
     return world()[0] == 0
 
 
-def _guarded(debug: bool, body: Callable[[], T]) -> T:
-    """Run ``body`` (in the torchrun process group when launched so); lrphase errors become one line."""
+def _execute(debug: bool, command: Callable[[], Outcome]) -> NoReturn:
+    """Run ``command``, render its outcome on rank 0 and exit with its code; lrphase errors become one line."""
     try:
-        if not _launched_by_torchrun():
-            return body()
-        from ..curvature.distributed import init_from_environment, shutdown
+        if _launched_by_torchrun():
+            from ..curvature.distributed import init_from_environment, shutdown
 
-        init_from_environment()
-        result = body()
-        shutdown(in_step=True)
-        return result
+            init_from_environment()
+            printing = _main_process()  # asked before the process group ends
+            outcome = command()
+            shutdown(in_step=True)
+        else:
+            printing, outcome = True, command()
+        if printing:
+            outcome.render()
     except LrphaseError as exc:
         if debug:
             raise
         if _main_process():
             typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(exc.exit_code) from None
+        raise typer.Exit(int(exc.exit_code)) from None
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)
-        raise typer.Exit(130) from None
+        raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
     except Exception as exc:  # noqa: BLE001 - last resort: never a raw traceback without --debug
         if debug:
             raise
         typer.echo(f"error: unexpected {type(exc).__name__}: {exc} (rerun with --debug for the traceback)", err=True)
-        raise typer.Exit(4) from None
+        raise typer.Exit(int(ExitCode.INTERNAL)) from None
+    raise typer.Exit(int(outcome.code))
 
 
 @contextmanager
-def _progress(enabled: bool, description: str) -> Iterator[Optional[Callable[[int, int], None]]]:
-    """A rich progress bar on stderr, or nothing when disabled or stderr is not a terminal."""
-    if not enabled or not sys.stderr.isatty():
+def _progress(description: str, *, quiet: bool) -> Iterator[Progress]:
+    """A rich progress bar on stderr; nothing when ``quiet``, off rank 0, or when stderr is not a terminal."""
+    if quiet or not sys.stderr.isatty() or not _main_process():
         yield None
         return
     from rich.console import Console
@@ -121,7 +124,7 @@ def _progress(enabled: bool, description: str) -> Iterator[Optional[Callable[[in
 
 
 @contextmanager
-def _measured_runs(update: Optional[Callable[[int, int], None]]) -> Iterator[Callable[[Any], None]]:
+def _measured_runs(update: Progress) -> Iterator[Callable[[Any], None]]:
     """An ``on_run`` callback for the stability search: it moves the progress bar on by one step per run,
     and when the command is interrupted the runs finished so far are printed on stderr, so none is lost."""
     runs: list[Any] = []
@@ -141,183 +144,141 @@ def _measured_runs(update: Optional[Callable[[int, int], None]]) -> Iterator[Cal
         raise
 
 
-OptimizerName = Annotated[
-    Optional[str],
-    typer.Option("--optimizer", help="sgd (default) | adam | adamw | rmsprop | … (adaptive: the prediction does not apply)."),
-]
-Momentum = Annotated[Optional[float], typer.Option("--momentum", help="SGD momentum β (default 0).")]
-Nesterov = Annotated[Optional[bool], typer.Option("--nesterov/--no-nesterov", help="Nesterov momentum (as torch.optim.SGD).")]
-WeightDecay = Annotated[Optional[float], typer.Option("--weight-decay", help="L2 weight decay wd (default 0): the curvature becomes λ₀ + wd.")]
-Measure = Annotated[
-    Optional[bool],
-    typer.Option(
-        "--measure/--no-measure",
-        help="Measure the divergence edge with short training runs (default: where the paper's prediction is not exact).",
-    ),
-]
-MeasureSteps = Annotated[Optional[int], typer.Option("--measure-steps", help="Steps of each measuring run (default 50).")]
+def _print(console_render: Callable[[Any], None]) -> None:
+    """Render to a rich console on stdout."""
+    from rich.console import Console
 
-TARGET_HELP = "Model file `path.py` (or `path.py:factory`) defining `model` and `data`."
-OPTIONAL_TARGET_HELP = TARGET_HELP + " Default: `model` under \\[tool.lrphase] in pyproject.toml."
-CHUNK_HELP = "Micro-batch size of every curvature product (default: chosen from free memory; train-mode BatchNorm is never split)."
-CONFIG_HELP = "TOML config file (default: \\[tool.lrphase] of the nearest pyproject.toml); options given here override it."
+    console_render(Console())
 
 
 @app.command()
 def probe(
-    target: Optional[str] = typer.Argument(None, help=OPTIONAL_TARGET_HELP, show_default=False),
-    config: Optional[str] = typer.Option(None, "--config", help=CONFIG_HELP),
-    loss: Optional[str] = typer.Option(None, help="mse (paper, default) | cross_entropy | mse_loss_mean | mse_loss_sum | cross_entropy_sum; overrides the file's `loss`."),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Samples per batch (default: the file's `batch_size`, else 128)."),
-    batches: Optional[int] = typer.Option(None, help="Batches λ₀ is averaged over (default 3; 1 when the edge is measured)."),
-    device: Optional[str] = typer.Option(None, help="auto (CUDA, else MPS, else CPU; default) | cpu | cuda | cuda:1 | mps."),
-    dtype: Optional[DType] = typer.Option(None, help="Compute dtype (default: the model's own)."),
-    seed: Optional[int] = typer.Option(None, help="Seed for the model file, batch sampling and Lanczos start vectors (default 0)."),
-    tol: Optional[float] = typer.Option(None, help="Lanczos stops when its residual is ≤ tol·λ (default 1e-3)."),
-    max_iter: Optional[int] = typer.Option(None, "--max-iter", help="Lanczos iterations per batch before giving up (default 100)."),
-    c_act: Optional[float] = typer.Option(None, "--c-act", help="Override c_act in η_max = c_act/λ₀ (e.g. from `lrphase sweep`)."),
-    jvp: Optional[JvpMode] = typer.Option(None, help="How J·v is computed: auto (default) times the candidates once."),
-    chunk_size: Optional[int] = typer.Option(None, "--chunk-size", help=CHUNK_HELP),
-    optimizer: OptimizerName = None,
-    momentum: Momentum = None,
-    nesterov: Nesterov = None,
-    weight_decay: WeightDecay = None,
-    measure: Measure = None,
-    measure_steps: MeasureSteps = None,
+    target: opt.Target = None,
+    config: opt.Config = None,
+    loss: opt.Loss = None,
+    batch_size: opt.BatchSize = None,
+    batches: opt.Batches = None,
+    device: opt.Device = None,
+    dtype: opt.DType = None,
+    seed: opt.Seed = None,
+    tol: opt.Tol = None,
+    max_iter: opt.MaxIter = None,
+    c_act: opt.CAct = None,
+    jvp: opt.Jvp = None,
+    chunk_size: opt.ChunkSize = None,
+    optimizer: opt.OptimizerName = None,
+    momentum: opt.Momentum = None,
+    nesterov: opt.Nesterov = None,
+    weight_decay: opt.WeightDecay = None,
+    measure: opt.Measure = None,
+    measure_steps: opt.MeasureSteps = None,
     confirm: bool = typer.Option(False, "--confirm", help="Also train briefly at the recommended rate and at 0.5·η_crit to watch the catapult."),
     steps: int = typer.Option(40, help="Gradient-descent steps of each --confirm run."),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON object (documented keys) and nothing else on stdout."),
-    debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
+    as_json: opt.Json = False,
+    debug: opt.Debug = False,
 ) -> None:
-    """Estimate λ₀ and print the lazy, catapult and divergent learning-rate ranges."""
+    """Estimate λ₀ and print the lazy, catapult and divergent learning-rate ranges and a recommended rate."""
 
-    def body() -> int:
-        from .config import load_project
+    def command() -> Outcome:
         from ..errors import InputError
+        from ..workflows.confirm import confirm as run_confirm
         from ..workflows.probe import probe as run_probe
+        from .config import load_project
+        from .render.dynamics import confirmation_to_dict, render_confirmation
         from .render.probe import probe_to_dict, render_probe
 
+        if steps < 1:
+            raise InputError(f"--steps must be at least 1, got {steps}")
         settings, spec = load_project(target, config=config, overrides=dict(
             loss=loss, batch_size=batch_size, batches=batches, device=device, dtype=dtype and dtype.value, seed=seed,
-            tol=tol, max_iter=max_iter, c_act=c_act, jvp=jvp and jvp.value, chunk_size=chunk_size,
-            optimizer=optimizer, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay, measure=measure,
-            measure_steps=measure_steps,
+            tol=tol, max_iter=max_iter, c_act=c_act, jvp=jvp and jvp.value, chunk_size=chunk_size, optimizer=optimizer,
+            momentum=momentum, nesterov=nesterov, weight_decay=weight_decay, measure=measure, measure_steps=measure_steps,
         ))
-        options = settings.estimate_options()
-        spec_optimizer = settings.optimizer_spec()
-        with _progress(not as_json and _main_process(), "probing") as update, _measured_runs(update) as on_run:
-            result = run_probe(
-                spec.model, spec.data, loss=settings.loss or spec.loss, c_act=settings.c_act, optimizer=spec_optimizer,
-                jvp_mode=settings.jvp or "auto", progress=update, on_run=on_run, **settings.advice_options(), **options,
-            )
+        with _progress("probing", quiet=as_json) as update, _measured_runs(update) as on_run:
+            result = run_probe(spec.model, spec.data, progress=update, on_run=on_run, **settings.probe_options())
         confirmation = None
         if confirm:
-            from ..workflows.confirm import confirm as run_confirm
+            with _progress("confirming", quiet=as_json):
+                confirmation = run_confirm(spec.model, spec.data, result, steps=steps, **settings.confirm_options())
+        converged = result.estimate.converged
 
-            if steps < 1:
-                raise InputError(f"--steps must be at least 1, got {steps}")
-            with _progress(not as_json, "confirming") as update:
-                confirmation = run_confirm(
-                    spec.model, spec.data, result, steps=steps, dtype=options["dtype"], seed=settings.seed,
-                    batch_size=settings.batch_size, optimizer=spec_optimizer if spec_optimizer.applies else None,
-                )
-        if not _main_process():
-            return 0 if result.estimate.converged else 3
-        if as_json:
-            from .render.dynamics import confirmation_to_dict
-
-            record = probe_to_dict(result, source=settings.target)
-            if confirmation is not None:
-                record["confirm"] = confirmation_to_dict(confirmation)
-            typer.echo(json.dumps(record, indent=2))
-        else:
-            from rich.console import Console
-
-            console = Console()
-            render_probe(result, console, source=settings.target)
-            if confirmation is not None:
-                from .render.dynamics import render_confirmation
-
-                render_confirmation(confirmation, console)
-        if not result.estimate.converged:
+        def render() -> None:
             if as_json:
-                typer.echo("error: Lanczos did not converge; raise --max-iter or loosen --tol", err=True)
-            return 3
-        return 0
+                record = probe_to_dict(result, source=settings.target)
+                if confirmation is not None:
+                    record["confirm"] = confirmation_to_dict(confirmation)
+                typer.echo(json.dumps(record, indent=2))
+                if not converged:
+                    typer.echo("error: Lanczos did not converge; raise --max-iter or loosen --tol", err=True)
+                return
 
-    code = _guarded(debug, body)
-    raise typer.Exit(code)
+            def show(console: Any) -> None:
+                render_probe(result, console, source=settings.target)
+                if confirmation is not None:
+                    render_confirmation(confirmation, console)
+
+            _print(show)
+
+        return Outcome(ExitCode.OK if converged else ExitCode.NOT_CONVERGED, render)
+
+    _execute(debug, command)
 
 
 @app.command()
 def sweep(
-    target: Optional[str] = typer.Argument(None, help=OPTIONAL_TARGET_HELP, show_default=False),
-    config: Optional[str] = typer.Option(None, "--config", help=CONFIG_HELP),
+    target: opt.Target = None,
+    config: opt.Config = None,
     steps: Optional[int] = typer.Option(None, help="Gradient-descent steps per learning rate (default 200)."),
-    points: int = typer.Option(16, help="Log-spaced rates from 0.25·η_crit to 1.5·η_max."),
+    points: int = typer.Option(16, help="Log-spaced rates from 0.25·η_crit to 1.5·η_max, extended until the edge is bracketed."),
     lrs: Optional[str] = typer.Option(None, help="Explicit comma-separated learning rates instead of the grid."),
     refine: int = typer.Option(3, help="Bisection runs per boundary after the grid."),
-    loss: Optional[str] = typer.Option(None, help="Loss; overrides the file's `loss` (see `probe --help`)."),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Samples in the fixed training batch."),
-    device: Optional[str] = typer.Option(None, help="auto (default) | cpu | cuda | mps."),
-    dtype: Optional[DType] = typer.Option(None, help="Compute dtype (default: the model's own)."),
-    seed: Optional[int] = typer.Option(None, help="Seed for the model file, the batch and Lanczos (default 0)."),
-    c_act: Optional[float] = typer.Option(None, "--c-act", help="c_act for the predicted η_max and the grid's top."),
+    loss: opt.Loss = None,
+    batch_size: opt.BatchSize = None,
+    device: opt.Device = None,
+    dtype: opt.DType = None,
+    seed: opt.Seed = None,
+    c_act: opt.CAct = None,
+    optimizer: opt.OptimizerName = None,
+    momentum: opt.Momentum = None,
+    nesterov: opt.Nesterov = None,
+    weight_decay: opt.WeightDecay = None,
     out: Optional[str] = typer.Option(None, help="Folder: each finished run is saved there at once and reused on rerun."),
     plot: Optional[str] = typer.Option(None, help="Write the phase diagram to this image file (needs matplotlib)."),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON object (documented keys) and nothing else on stdout."),
-    debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
+    as_json: opt.Json = False,
+    debug: opt.Debug = False,
 ) -> None:
     """Train at a grid of learning rates and measure the phase boundaries on your model."""
 
-    def body() -> int:
+    def command() -> Outcome:
+        from ..workflows.sweep import run_sweep
         from .config import load_project
         from .render.dynamics import render_sweep, sweep_to_dict
-        from ..workflows.sweep import run_sweep
+        from .render.plot import plot_sweep
 
         rates = _parse_rates(lrs) if lrs is not None else None
         settings, spec = load_project(target, config=config, overrides=dict(
             steps=steps, loss=loss, batch_size=batch_size, device=device, dtype=dtype and dtype.value, seed=seed,
-            c_act=c_act,
+            c_act=c_act, optimizer=optimizer, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay,
         ))
-        optimizer = settings.optimizer_spec()
-        with _progress(not as_json and _main_process(), "sweeping") as update:
+        with _progress("sweeping", quiet=as_json) as update:
             result = run_sweep(
-                spec.model, spec.data, loss=settings.loss or spec.loss, lrs=rates, points=points,
-                steps=settings.steps or 200, refine=refine, c_act=settings.c_act, batch_size=settings.batch_size,
-                device=settings.device, dtype=settings.estimate_options()["dtype"], seed=settings.seed,
-                tol=settings.tol, max_iter=settings.max_iter, optimizer=optimizer, out_dir=out,
-                on_run=(lambda run, done, total: update(done, total)) if update else None,
+                spec.model, spec.data, lrs=rates, points=points, refine=refine, out_dir=out,
+                on_run=(lambda run, done, total: update(done, total)) if update else None, **settings.sweep_options(),
             )
-        if not _main_process():
-            return 0
-        if plot:
-            from .render.plot import plot_sweep
 
-            plot_sweep(result, plot)
-        if as_json:
-            typer.echo(json.dumps(sweep_to_dict(result, source=settings.target), indent=2))
-        else:
-            from rich.console import Console
-
-            render_sweep(result, Console(), source=settings.target)
+        def render() -> None:
+            if plot:
+                plot_sweep(result, plot)
+            if as_json:
+                typer.echo(json.dumps(sweep_to_dict(result, source=settings.target), indent=2))
+                return
+            _print(lambda console: render_sweep(result, console, source=settings.target))
             if plot:
                 typer.echo(f"phase diagram written to {plot}")
-        return 0
 
-    raise typer.Exit(_guarded(debug, body))
+        return Outcome(ExitCode.OK, render)
 
-
-def check_project(spec: Any, settings: Any, **callbacks: Any) -> Any:
-    """:func:`lrphase.check` on a loaded model file (:class:`~lrphase.cli.model_file.ModelSpec`) with its
-    resolved :class:`~lrphase.settings.Settings`; ``callbacks``: ``progress`` and ``on_run``."""
-    from ..workflows.check import check
-
-    return check(
-        spec.model, spec.data, lr=settings.lr, optimizer=settings.optimizer_spec(), accept=settings.accept,
-        margin=settings.margin, loss=settings.loss or spec.loss, c_act=settings.c_act, jvp_mode=settings.jvp or "double",
-        **callbacks, **settings.advice_options(), **settings.estimate_options(),
-    )
+    _execute(debug, command)
 
 
 def _parse_rates(text: str) -> list[float]:
@@ -334,35 +295,36 @@ def _parse_rates(text: str) -> list[float]:
 
 @app.command()
 def check(
-    target: Optional[str] = typer.Argument(None, help=OPTIONAL_TARGET_HELP, show_default=False),
+    target: opt.Target = None,
     lr: Optional[float] = typer.Option(None, "--lr", help="The learning rate to check (default: `lr` in the config, else in the model file)."),
     accept: Optional[str] = typer.Option(None, help="Phases that pass, comma-separated: lazy,catapult (default) | lazy | catapult."),
     margin: Optional[float] = typer.Option(None, help="Demand a factor 1+margin of distance from each boundary with a rejected phase (default 0)."),
-    optimizer: OptimizerName = None,
-    momentum: Momentum = None,
-    nesterov: Nesterov = None,
-    weight_decay: WeightDecay = None,
-    measure: Measure = None,
-    measure_steps: MeasureSteps = None,
-    config: Optional[str] = typer.Option(None, "--config", help=CONFIG_HELP),
-    loss: Optional[str] = typer.Option(None, help="Loss; overrides the file's `loss` (see `probe --help`)."),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Samples per batch (default: the file's `batch_size`, else 128)."),
-    batches: Optional[int] = typer.Option(None, help="Batches λ₀ is averaged over (default 3; 1 when the edge is measured)."),
-    device: Optional[str] = typer.Option(None, help="auto (default) | cpu | cuda | cuda:1 | mps."),
-    dtype: Optional[DType] = typer.Option(None, help="Compute dtype (default: the model's own)."),
-    seed: Optional[int] = typer.Option(None, help="Seed for the model file, batch sampling and Lanczos (default 0): fixed seed, same verdict."),
-    tol: Optional[float] = typer.Option(None, help="Lanczos relative tolerance (default 1e-3)."),
-    max_iter: Optional[int] = typer.Option(None, "--max-iter", help="Lanczos iterations per batch before giving up (default 100)."),
-    c_act: Optional[float] = typer.Option(None, "--c-act", help="Override c_act in η_max (e.g. from `lrphase sweep`)."),
-    jvp: Optional[JvpMode] = typer.Option(None, help="How J·v is computed (default double: no timing-dependent choice)."),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON object (documented keys) and nothing else on stdout."),
+    optimizer: opt.OptimizerName = None,
+    momentum: opt.Momentum = None,
+    nesterov: opt.Nesterov = None,
+    weight_decay: opt.WeightDecay = None,
+    measure: opt.Measure = None,
+    measure_steps: opt.MeasureSteps = None,
+    config: opt.Config = None,
+    loss: opt.Loss = None,
+    batch_size: opt.BatchSize = None,
+    batches: opt.Batches = None,
+    device: opt.Device = None,
+    dtype: opt.DType = None,
+    seed: opt.Seed = None,
+    tol: opt.Tol = None,
+    max_iter: opt.MaxIter = None,
+    c_act: opt.CAct = None,
+    jvp: opt.Jvp = None,
+    as_json: opt.Json = False,
     github: Optional[bool] = typer.Option(None, "--github/--no-github", help="Emit a GitHub Actions annotation (default: on when GITHUB_ACTIONS=true)."),
-    debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
+    debug: opt.Debug = False,
 ) -> None:
-    """Check a learning rate: exit 0 if its predicted phase is accepted, 1 if not (3: not converged, 5: optimizer not modelled)."""
+    """Check a learning rate: exit 0 if its phase is accepted, 1 if not (3: not converged, 5: optimizer not modelled)."""
     annotate = github if github is not None else os.environ.get("GITHUB_ACTIONS") == "true"
 
-    def body() -> int:
+    def command() -> Outcome:
+        from ..workflows.check import check as run_check
         from .config import load_project
         from .render.check import annotation, check_to_dict, github_annotation, render_check
 
@@ -373,20 +335,21 @@ def check(
                 dtype=dtype and dtype.value, seed=seed, tol=tol, max_iter=max_iter, c_act=c_act, jvp=jvp and jvp.value,
                 measure=measure, measure_steps=measure_steps,
             ))
-            with _progress(not as_json and _main_process(), "checking") as update, _measured_runs(update) as on_run:
-                result = check_project(spec, settings, progress=update, on_run=on_run)
+            with _progress("checking", quiet=as_json) as update, _measured_runs(update) as on_run:
+                result = run_check(spec.model, spec.data, progress=update, on_run=on_run, **settings.check_options())
         except LrphaseError as exc:
-            if annotate:
+            if annotate and _main_process():
                 typer.echo(annotation("error", str(exc)), err=as_json)
             raise
-        if as_json:
-            typer.echo(json.dumps(check_to_dict(result, source=settings.target), indent=2))
-        else:
-            from rich.console import Console
 
-            render_check(result, Console(), source=settings.target)
-        if annotate:
-            typer.echo(github_annotation(result), err=as_json)
-        return result.exit_code
+        def render() -> None:
+            if as_json:
+                typer.echo(json.dumps(check_to_dict(result, source=settings.target), indent=2))
+            else:
+                _print(lambda console: render_check(result, console, source=settings.target))
+            if annotate:
+                typer.echo(github_annotation(result), err=as_json)
 
-    raise typer.Exit(_guarded(debug, body))
+        return Outcome(result.exit_code, render)
+
+    _execute(debug, command)

@@ -108,7 +108,7 @@ def load_project(
     """Resolve the settings, import the model file they name, and fill gaps from its defaults."""
     settings = resolve_settings(target, config=config, overrides=overrides)
     spec = load_spec(settings.target, seed=settings.seed)
-    return settings.with_model_defaults(spec.defaults, source=spec.source), spec
+    return settings.with_model_defaults(spec.defaults, loss=spec.loss, source=spec.source), spec
 
 
 def _relative_to(target: str, folder: Path) -> str:

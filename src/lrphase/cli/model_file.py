@@ -1,6 +1,6 @@
 """Loading the user's model file: the model, the data and the training defaults it declares.
 
-Contract (see the README): ``model.py`` is ordinary Python defining
+Contract (docs/cli.md): ``model.py`` is ordinary Python defining
 
 * ``model``: an ``nn.Module`` or a zero-argument callable returning one;
 * ``data``: a ``Dataset``, a ``DataLoader``, an ``(X, Y)`` pair of tensors, or a
@@ -23,10 +23,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..curvature.isolation import preserved_rng
 from ..errors import InputError
 from ..settings import MODEL_FILE_KEYS
-from ..curvature.isolation import preserved_rng
-
 
 
 @dataclass(frozen=True)

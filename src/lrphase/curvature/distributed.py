@@ -19,8 +19,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from .data import as_args
 from ..errors import InputError
+from .data import as_args
 from .jacobian import Vector
 
 

@@ -18,13 +18,14 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..errors import InputError
 from ..theory.activations import NonlinearityRecorder
+from ..vocabulary import JVP_MODES
+from .chunked import ChunkedJacobianProducts, auto_chunk_size, batch_coupled
 from .data import as_args, make_batches, to_device
 from .distributed import ShardedProducts, all_reduce_sum, any_rank, shard, shard_bounds, world
-from ..errors import InputError
 from .isolation import ModeReport, preserved_rng, working_copy
-from .chunked import ChunkedJacobianProducts, auto_chunk_size, batch_coupled
-from .jacobian import JVP_MODES, JacobianProducts
+from .jacobian import JacobianProducts
 from .lanczos import LanczosResult, lanczos_top
 from .losses import Loss, resolve_loss
 from .operators import gauss_newton, ntk

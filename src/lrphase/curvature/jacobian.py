@@ -31,10 +31,10 @@ import torch.autograd.forward_ad as fwAD
 from torch import nn
 from torch.func import functional_call
 
-from .data import as_args
 from ..errors import InputError
+from ..vocabulary import JVP_MODES
+from .data import as_args
 
-JVP_MODES = ("auto", "double", "jvp", "linearize")
 AUTO_TRIALS = ("jvp", "double", "jvp")
 Vector = tuple[torch.Tensor, ...]
 

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import InputError
+from ..vocabulary import LossKind, Reduction
 
 
 @dataclass(frozen=True)
@@ -37,8 +38,8 @@ class Loss:
 
     name: str
     formula: str
-    kind: str  # "mse" or "cross_entropy"
-    reduction: str  # "paper", "mean" or "sum"
+    kind: LossKind
+    reduction: Reduction
 
     @property
     def is_cross_entropy(self) -> bool:

@@ -55,12 +55,12 @@ import torch
 from torch import nn
 
 from ..curvature.data import as_args, batch_stream, to_device
-from .runs import Trainer, sgd_step
 from ..curvature.isolation import preserved_rng, working_copy
 from ..curvature.jacobian import seeded_forward
 from ..curvature.lanczos import LanczosResult
 from ..curvature.losses import Loss
 from ..theory.optimizers import Optimizer
+from .runs import Trainer, sgd_step
 from .verdict import EXPLODE_RATIO
 
 DEFAULT_STEPS = 40

@@ -22,6 +22,8 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from ..vocabulary import RunPhase
+
 EXPLODE_RATIO = 1e6
 GROW_RATIO = 10.0
 RISE_ABOVE_START = 1.05
@@ -59,7 +61,7 @@ class RiseTracker:
 class Verdict:
     """The phase of one run with the numbers that decided it."""
 
-    phase: str  # "lazy", "catapult", "divergent" or "unresolved"
+    phase: RunPhase
     reason: str
     peak_loss_ratio: float
     peak_step: int
@@ -88,7 +90,7 @@ def classify_run(
         lambda_start is not None and lambda_end is not None and lr * lambda_start > 2 and lr * lambda_end < 2
     )
 
-    def verdict(phase: str, reason: str) -> Verdict:
+    def verdict(phase: RunPhase, reason: str) -> Verdict:
         return Verdict(phase, reason, peak, peak_step, final, rebound, dropped)
 
     if tracker.steps < len(ratios):

@@ -14,6 +14,8 @@ from typing import Any
 
 from torch.overrides import TorchFunctionMode
 
+from ..vocabulary import ActivationFamily
+
 RELU_FAMILY = frozenset(
     {"relu", "relu_", "relu6", "leaky_relu", "leaky_relu_", "prelu", "rrelu", "rrelu_", "threshold", "threshold_"}
 )
@@ -48,7 +50,7 @@ class NonlinearityRecorder(TorchFunctionMode):
 class Activation:
     """The activation family of a network and the c_act used for η_max = c_act/λ₀."""
 
-    family: str  # "relu", "tanh", "sigmoid", "linear", "mixed" or "unknown"
+    family: ActivationFamily
     c_act: float
     reason: str
     calls: tuple[str, ...]

@@ -22,11 +22,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..vocabulary import Confidence
 from .activations import Activation
 from .optimizers import Optimizer
 
 SMALLEST_MEASURED_C_ACT = 3.5
-PHASE_NAMES = ("lazy", "catapult", "divergent")
 
 CROSS_ENTROPY_CAVEAT = (
     "cross-entropy: curvature usually grows in the first steps (progressive sharpening), so this "
@@ -54,7 +54,7 @@ class PhasePrediction:
     eta_max: float
     eta_recommended: float
     rule: str
-    confidence: str  # "high", "medium" or "low"
+    confidence: Confidence
     caveats: tuple[str, ...]
     optimizer: Optimizer = field(default_factory=Optimizer)
 

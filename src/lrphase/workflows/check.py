@@ -25,24 +25,19 @@ from typing import Any
 
 from torch import nn
 
-from ..settings import ACCEPTABLE_PHASES, validate
-from ..errors import InputError
-from ..theory.optimizers import Optimizer
 from ..advice import Advice
-from ..theory.phases import PHASE_NAMES
+from ..errors import ExitCode, InputError
+from ..settings import ACCEPTABLE_PHASES, validate
+from ..theory.optimizers import Optimizer
+from ..vocabulary import PHASES, Phase
 from .probe import ProbeResult, probe
-
-EXIT_PASS = 0
-EXIT_FAIL = 1
-EXIT_NOT_CONVERGED = 3
-EXIT_NOT_APPLICABLE = 5
 
 
 @dataclass(frozen=True)
 class Placement:
     """Where a rate falls: its phase, whether it passes, and what to try instead when it does not."""
 
-    phase: str
+    phase: Phase
     accepted: bool
     suggested_lr: float | None
     message: str
@@ -103,19 +98,19 @@ class CheckResult:
         return self.placement.message
 
     @property
-    def exit_code(self) -> int:
+    def exit_code(self) -> ExitCode:
         if self.placement is None:
-            return EXIT_NOT_APPLICABLE
+            return ExitCode.NOT_APPLICABLE
         if not self.converged:
-            return EXIT_NOT_CONVERGED
-        return EXIT_PASS if self.placement.accepted else EXIT_FAIL
+            return ExitCode.NOT_CONVERGED
+        return ExitCode.OK if self.placement.accepted else ExitCode.FAILED
 
 
 def passes(phases: Advice, lr: float, *, accept: Sequence[str], margin: float = 0.0) -> bool:
     """Whether every rate in [lr/(1+margin), lr·(1+margin)] lies in an accepted phase."""
-    first = PHASE_NAMES.index(phases.phase_of(lr / (1.0 + margin)))
-    last = PHASE_NAMES.index(phases.phase_of(lr * (1.0 + margin)))
-    return all(name in accept for name in PHASE_NAMES[first : last + 1])
+    first = PHASES.index(phases.phase_of(lr / (1.0 + margin)))
+    last = PHASES.index(phases.phase_of(lr * (1.0 + margin)))
+    return all(name in accept for name in PHASES[first : last + 1])
 
 
 def place(phases: Advice, lr: float, *, accept: Sequence[str], margin: float = 0.0) -> Placement:

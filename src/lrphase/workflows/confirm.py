@@ -14,9 +14,9 @@ import torch
 from torch import nn
 
 from ..dynamics.runs import Run, make_trainer
+from ..dynamics.verdict import Verdict, classify_run
 from ..theory.optimizers import Optimizer
 from .probe import ProbeResult
-from ..dynamics.verdict import Verdict, classify_run
 
 
 @dataclass(frozen=True)

@@ -14,16 +14,16 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..theory.activations import Activation, classify
 from ..advice import Advice, could_be_exact, measured_advice, predicted_advice, prediction_exact
 from ..curvature.data import is_full_batch
 from ..curvature.distributed import world
-from ..errors import InputError
 from ..curvature.estimate import Lambda0Estimate, estimate_lambda0
 from ..curvature.losses import resolve_loss
+from ..dynamics.stability import DEFAULT_STEPS, EdgeMeasurement, EdgeRun, make_edge_trainer, search_edge, start_rate
+from ..errors import InputError
+from ..theory.activations import Activation, classify
 from ..theory.optimizers import Optimizer
 from ..theory.phases import PhasePrediction, predict_phases
-from ..dynamics.stability import DEFAULT_STEPS, EdgeMeasurement, EdgeRun, make_edge_trainer, search_edge, start_rate
 
 
 @dataclass(frozen=True)

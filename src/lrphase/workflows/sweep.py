@@ -31,12 +31,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..dynamics.runs import Run, make_trainer
-from ..theory.optimizers import Optimizer
 from ..curvature.distributed import gather_objects, world
-from ..errors import InputError
-from .probe import ProbeResult, probe
+from ..dynamics.runs import Run, make_trainer
 from ..dynamics.verdict import Verdict, classify_run
+from ..errors import InputError
+from ..theory.optimizers import Optimizer
+from .probe import ProbeResult, probe
 
 CONVERGED_RATIO = 1e-2
 CONVERGING = ("lazy", "catapult")

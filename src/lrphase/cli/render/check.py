@@ -7,16 +7,17 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from ...workflows.check import EXIT_FAIL, EXIT_NOT_APPLICABLE, EXIT_NOT_CONVERGED, EXIT_PASS, CheckResult
+from ...errors import ExitCode
+from ...workflows.check import CheckResult
 from .probe import probe_to_dict, render_measurement
 
 CHECK_SCHEMA = "lrphase.check/2"
 ANNOTATION_TITLE = "lrphase check"
-ANNOTATION_LEVELS = {EXIT_FAIL: "error", EXIT_NOT_CONVERGED: "error", EXIT_NOT_APPLICABLE: "warning"}
+ANNOTATION_LEVELS = {ExitCode.FAILED: "error", ExitCode.NOT_CONVERGED: "error", ExitCode.NOT_APPLICABLE: "warning"}
 
 
 def check_to_dict(result: CheckResult, *, source: str | None = None) -> dict[str, Any]:
-    """The check as a JSON-ready dict; keys are stable within a schema version (see the README)."""
+    """The check as a JSON-ready dict; keys are stable within a schema version (docs/cli.md)."""
     ph = result.phases
     return {
         "schema": CHECK_SCHEMA,
@@ -41,7 +42,7 @@ def check_to_dict(result: CheckResult, *, source: str | None = None) -> dict[str
         "confidence": ph.confidence if ph else None,
         "caveats": list(ph.caveats) if ph else [],
         "message": result.message,
-        "exit_code": result.exit_code,
+        "exit_code": int(result.exit_code),
         "probe": probe_to_dict(result.probe, source=source) if result.probe else None,
     }
 
@@ -51,7 +52,7 @@ def render_check(result: CheckResult, console: Console, *, source: str | None = 
     title = f"lrphase check — {source}" if source else "lrphase check"
     if result.probe is None:
         console.print(f"[bold]{title}[/]")
-        console.print(f"[bold yellow]NOT CHECKED[/] (exit {result.exit_code}): {result.message}")
+        console.print(f"[bold yellow]NOT CHECKED[/] (exit {int(result.exit_code)}): {result.message}")
         return
     ph, est = result.probe.advice, result.probe.estimate
     table = Table(title=title, title_justify="left", show_header=True, header_style="bold")
@@ -80,8 +81,8 @@ def render_check(result: CheckResult, console: Console, *, source: str | None = 
         render_measurement(ph.measurement, console)
     if result.suggested_lr is not None:
         console.print(f"suggested lr: [bold green]{result.suggested_lr:.4g}[/]")
-    verdict = {EXIT_PASS: "[bold green]PASS[/]", EXIT_FAIL: "[bold red]FAIL[/]", EXIT_NOT_CONVERGED: "[bold red]NOT CONVERGED[/]"}
-    console.print(f"{verdict[result.exit_code]} (exit {result.exit_code}): {result.message}")
+    verdict = {ExitCode.OK: "[bold green]PASS[/]", ExitCode.FAILED: "[bold red]FAIL[/]", ExitCode.NOT_CONVERGED: "[bold red]NOT CONVERGED[/]"}
+    console.print(f"{verdict[result.exit_code]} (exit {int(result.exit_code)}): {result.message}")
     for caveat in ph.caveats:
         console.print(f"[yellow]caution:[/] {caveat}")
 

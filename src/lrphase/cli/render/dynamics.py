@@ -1,7 +1,7 @@
 """Rendering training dynamics — ``probe --confirm`` and ``sweep`` — as tables and JSON.
 
 JSON schema ``lrphase.sweep/1`` for the sweep; the confirmation is the ``confirm`` key of
-the probe's JSON. Keys are documented in the README.
+the probe's JSON. Keys are documented in docs/cli.md.
 """
 
 from __future__ import annotations
@@ -12,12 +12,12 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from .sparkline import sparkline
-from ...workflows.confirm import Confirmation
 from ...dynamics.runs import Run
-from .probe import finite_or_none
-from ...workflows.sweep import SweepResult
 from ...dynamics.verdict import Verdict
+from ...workflows.confirm import Confirmation
+from ...workflows.sweep import SweepResult
+from .probe import finite_or_none
+from .sparkline import sparkline
 
 SWEEP_SCHEMA = "lrphase.sweep/1"
 SHARPENING_WARNING = 1.2  # λ_t max / λ₀ above which the confirmation warns

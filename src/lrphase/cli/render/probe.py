@@ -1,6 +1,6 @@
 """Rendering results for people (rich tables) and machines (JSON with stable keys).
 
-JSON schema ``lrphase.probe/2`` — see the README for every key.
+JSON schema ``lrphase.probe/2`` — docs/cli.md lists every key.
 """
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from ...dynamics.stability import EdgeMeasurement
 from ...theory.optimizers import Optimizer
 from ...workflows.probe import ProbeResult
-from ...dynamics.stability import EdgeMeasurement
 
 PROBE_SCHEMA = "lrphase.probe/2"
 
