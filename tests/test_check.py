@@ -85,8 +85,10 @@ def as_json(path: str, lr: float, *args: str) -> dict:
         (3.8, ("--margin", "0.1"), 1, "catapult"),  # within 10% of η_max = 4/λ₀
         (3.5, ("--margin", "0.1"), 0, "catapult"),
         (2.1, ("--margin", "0.1"), 0, "catapult"),  # η_crit separates two accepted phases: no margin needed
-        (3.0, ("--momentum", "0.9", "--accept", "lazy"), 0, "lazy"),  # heavy ball: η_crit = 3.8/λ₀
-        (3.0, ("--momentum", "0.9", "--nesterov"), 1, "divergent"),  # Nesterov: η_max = 4/(1.9 λ₀)
+        (3.0, ("--momentum", "0.9", "--accept", "lazy", "--no-measure"), 0, "lazy"),  # heavy ball: η_crit = 3.8/λ₀
+        (3.0, ("--momentum", "0.9", "--nesterov", "--no-measure"), 1, "divergent"),  # Nesterov: η_max = 4/(1.9 λ₀)
+        (3.0, ("--momentum", "0.9"), 1, "lazy"),  # measured edge 3.2/λ₀ (heavy ball diverges near 4–4.5/λ₀): too close
+        (2.0, ("--momentum", "0.9"), 0, "lazy"),  # a factor 1.5 below the measured edge passes
         (1.9, ("--accept", "lazy"), 0, "lazy"),
         (1.9, ("--weight-decay", "0.5", "--accept", "lazy"), 1, "catapult"),  # curvature λ₀ + wd ≈ 1.24 λ₀
     ],
@@ -217,11 +219,14 @@ def test_python_api_as_a_user_would():
     lambda0 = ((model.u.pow(2).sum() + model.v.pow(2).sum()) / 64).item()
     before = {k: v.clone() for k, v in model.state_dict().items()}
 
-    result = lrphase.check(model, (x, y), lr=3.0 / lambda0, optimizer="sgd", momentum=0.9, batches=1)
-    assert result.exit_code == 0 and result.phase == "lazy" and result.accepted
+    result = lrphase.check(model, (x, y), lr=2.0 / lambda0, optimizer="sgd", momentum=0.9, batches=1)
+    assert result.exit_code == 0 and result.phase == "lazy" and result.accepted and result.margin == 0.5
     assert result.phases.prediction.eta_crit == pytest.approx(3.8 / lambda0, rel=1e-6)
     assert result.phases.source == "measured"  # momentum: measured; heavy ball diverges near 4–4.5/λ₀ here
     assert 3.0 / lambda0 < result.phases.eta_max <= 4.5 / lambda0
+    too_close = lrphase.check(model, (x, y), lr=3.0 / lambda0, optimizer="sgd", momentum=0.9, batches=1)
+    assert too_close.exit_code == 1 and "within the margin 0.5" in too_close.message
+    assert lrphase.check(model, (x, y), lr=3.0 / lambda0, momentum=0.9, batches=1, margin=0).accepted
     assert result.optimizer.describe() == "SGD with heavy-ball momentum 0.9"
 
     optimizer = torch.optim.SGD(model.parameters(), lr=3.0 / lambda0)  # plain SGD: 3/λ₀ is a catapult

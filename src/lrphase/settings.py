@@ -139,7 +139,7 @@ class Settings:
     weight_decay: float | None = None
     lr: float | None = None
     accept: tuple[str, ...] = ACCEPTABLE_PHASES
-    margin: float = 0.0
+    margin: float | None = None
     c_act: float | None = None
     device: str = "auto"
     dtype: str | None = None
