@@ -16,9 +16,12 @@ except ImportError as exc:  # scikit-learn is an optional example dependency
 
 # lrphase seeds the global RNG before importing this file, so the init is reproducible.
 model = nn.Sequential(
-    nn.Linear(64, 512), nn.ReLU(),
-    nn.Linear(512, 512), nn.ReLU(),
-    nn.Linear(512, 512), nn.ReLU(),
+    nn.Linear(64, 512),
+    nn.ReLU(),
+    nn.Linear(512, 512),
+    nn.ReLU(),
+    nn.Linear(512, 512),
+    nn.ReLU(),
     nn.Linear(512, 10),
 )
 

@@ -16,8 +16,10 @@ except ImportError as exc:  # scikit-learn is an optional example dependency
     raise ImportError("examples/digits_momentum.py needs scikit-learn: pip install 'lrphase[examples]'") from exc
 
 model = nn.Sequential(
-    nn.Linear(64, 256), nn.ReLU(),
-    nn.Linear(256, 256), nn.ReLU(),
+    nn.Linear(64, 256),
+    nn.ReLU(),
+    nn.Linear(256, 256),
+    nn.ReLU(),
     nn.Linear(256, 10),
 )
 

@@ -12,11 +12,15 @@ from torch import nn
 
 # lrphase seeds the global RNG before importing this file, so the init is reproducible.
 model = nn.Sequential(
-    nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(),             # 16×32×32
-    nn.Conv2d(16, 32, 3, padding=1, stride=2), nn.ReLU(),  # 32×16×16
-    nn.Conv2d(32, 32, 3, padding=1, stride=2), nn.ReLU(),  # 32×8×8
+    nn.Conv2d(3, 16, 3, padding=1),
+    nn.ReLU(),  # 16×32×32
+    nn.Conv2d(16, 32, 3, padding=1, stride=2),
+    nn.ReLU(),  # 32×16×16
+    nn.Conv2d(32, 32, 3, padding=1, stride=2),
+    nn.ReLU(),  # 32×8×8
     nn.Flatten(),
-    nn.Linear(32 * 8 * 8, 64), nn.ReLU(),
+    nn.Linear(32 * 8 * 8, 64),
+    nn.ReLU(),
     nn.Linear(64, 10),
 )
 

@@ -18,10 +18,10 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from cases import WarmupModel
 from typer.testing import CliRunner
 
 import lrphase
+from cases import WarmupModel
 from lrphase.advice import predicted_advice
 from lrphase.cli.app import app
 from lrphase.cli.render.check import annotation
@@ -123,8 +123,25 @@ def test_table_output_and_json_keys(warmup):
     for text in ("η·λ₀", "η_crit = 2/λ₀", "η_max = c_act/λ₀", "divergent", "suggested lr", "FAIL"):
         assert text in result.stdout
     out = as_json(path, 1.0 / lambda0)
-    for key in ("lr", "phase", "accepted", "accept", "margin", "eta_crit", "eta_max", "eta_recommended", "lambda0",
-                "eta_lambda0", "optimizer", "applies", "suggested_lr", "converged", "exit_code", "message", "probe"):
+    for key in (
+        "lr",
+        "phase",
+        "accepted",
+        "accept",
+        "margin",
+        "eta_crit",
+        "eta_max",
+        "eta_recommended",
+        "lambda0",
+        "eta_lambda0",
+        "optimizer",
+        "applies",
+        "suggested_lr",
+        "converged",
+        "exit_code",
+        "message",
+        "probe",
+    ):
         assert key in out
     assert out["schema"] == "lrphase.check/2" and out["probe"]["schema"] == "lrphase.probe/2"
     assert out["accept"] == ["lazy", "catapult"] and out["applies"] is True and out["converged"] is True
@@ -273,7 +290,6 @@ def test_example_workflow_is_valid_and_its_command_works(tmp_path):
 
 def test_cross_entropy_check_skips_the_ntk_lanczos_it_does_not_use():
     from cases import make_case
-
     from lrphase.cli.render.check import check_to_dict
 
     model, x, y = make_case("mlp", m=24)

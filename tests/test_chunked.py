@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-from cases import dense_gauss_newton_top, make_case
-from test_estimate import LOSS_ARGS, LOSSES
 from torch import nn
 
 import lrphase
+from cases import dense_gauss_newton_top, make_case
 from lrphase.curvature import chunked
+from test_estimate import LOSS_ARGS, LOSSES
 
 
 @pytest.mark.parametrize("loss_name", ["mse", "cross_entropy"])
@@ -18,7 +18,13 @@ def test_chunked_lambda0_matches_dense(loss_name, chunk):
     model, x, y = make_case("mlp", m=24)
     expected = dense_gauss_newton_top(model, x, y, LOSSES[loss_name])
     est = lrphase.estimate_lambda0(
-        model, (x, y), loss=LOSS_ARGS[loss_name], batch_size=24, batches=1, dtype=torch.float64, tol=1e-10,
+        model,
+        (x, y),
+        loss=LOSS_ARGS[loss_name],
+        batch_size=24,
+        batches=1,
+        dtype=torch.float64,
+        tol=1e-10,
         chunk_size=chunk,
     )
     assert est.chunk_size == chunk and est.jvp_mode == "jvp"

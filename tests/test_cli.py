@@ -56,8 +56,19 @@ def test_probe_json_has_the_documented_keys(tmp_path):
     result = run("probe", write(tmp_path, GOOD), "--json")
     assert result.exit_code == 0, result.output
     out = json.loads(result.stdout)
-    for key in ("lambda0", "ntk_lambda0", "lambda0_std", "eta_crit", "eta_max", "eta_recommended", "c_act",
-                "activation", "loss", "converged", "iterations"):
+    for key in (
+        "lambda0",
+        "ntk_lambda0",
+        "lambda0_std",
+        "eta_crit",
+        "eta_max",
+        "eta_recommended",
+        "c_act",
+        "activation",
+        "loss",
+        "converged",
+        "iterations",
+    ):
         assert key in out
     assert out["eta_crit"] == pytest.approx(2 / out["lambda0"])
     assert out["eta_max_predicted"] == pytest.approx(out["c_act"] / out["lambda0"])
@@ -100,16 +111,29 @@ BAD_INPUTS = {
     "import": ("import not_a_module_xyz", "ModuleNotFoundError"),
     "no_model": ("import torch\ndata = (torch.randn(4, 2), torch.randn(4, 1))", "no model found"),
     "no_data": ("from torch import nn\nmodel = nn.Linear(2, 1)", "no data found"),
-    "misfit": ("import torch\nfrom torch import nn\nmodel = nn.Linear(3, 1)\ndata = (torch.randn(8, 5), torch.randn(8, 1))",
-               "the model failed on a batch of inputs of shape (8, 5)"),
-    "empty": ("import torch\nfrom torch import nn\nmodel = nn.Linear(3, 1)\ndata = (torch.randn(0, 3), torch.randn(0, 1))",
-              "the dataset is empty"),
-    "frozen": ("import torch\nfrom torch import nn\nmodel = nn.Linear(3, 1).requires_grad_(False)\n"
-               "data = (torch.randn(8, 3), torch.randn(8, 1))", "no trainable parameters"),
-    "nan": ("import torch\nfrom torch import nn\nmodel = nn.Linear(3, 1)\n"
-            "data = (torch.full((8, 3), float('nan')), torch.randn(8, 1))", "NaN or inf"),
-    "zero": ("import torch\nfrom torch import nn\nmodel = nn.Linear(3, 1)\n"
-             "data = (torch.zeros(8, 3), torch.randn(8, 1))\nmodel.bias.requires_grad_(False)", "λ₀ is not positive"),
+    "misfit": (
+        "import torch\nfrom torch import nn\nmodel = nn.Linear(3, 1)\ndata = (torch.randn(8, 5), torch.randn(8, 1))",
+        "the model failed on a batch of inputs of shape (8, 5)",
+    ),
+    "empty": (
+        "import torch\nfrom torch import nn\nmodel = nn.Linear(3, 1)\ndata = (torch.randn(0, 3), torch.randn(0, 1))",
+        "the dataset is empty",
+    ),
+    "frozen": (
+        "import torch\nfrom torch import nn\nmodel = nn.Linear(3, 1).requires_grad_(False)\n"
+        "data = (torch.randn(8, 3), torch.randn(8, 1))",
+        "no trainable parameters",
+    ),
+    "nan": (
+        "import torch\nfrom torch import nn\nmodel = nn.Linear(3, 1)\n"
+        "data = (torch.full((8, 3), float('nan')), torch.randn(8, 1))",
+        "NaN or inf",
+    ),
+    "zero": (
+        "import torch\nfrom torch import nn\nmodel = nn.Linear(3, 1)\n"
+        "data = (torch.zeros(8, 3), torch.randn(8, 1))\nmodel.bias.requires_grad_(False)",
+        "λ₀ is not positive",
+    ),
     "wrong_model": ("import torch\nmodel = 3\ndata = (torch.randn(4, 2), torch.randn(4, 1))", "not an nn.Module"),
 }
 

@@ -86,15 +86,18 @@ def test_sweep_json_out_folder_and_resume(warmup_file, tmp_path, monkeypatch):
 def test_sweep_table_and_plot(warmup_file, tmp_path):
     pytest.importorskip("matplotlib")
     plot = tmp_path / "phases.png"
-    result = runner.invoke(app, ["sweep", warmup_file, "--steps", "80", "--lrs", "0.2,0.8,1.5,3", "--refine", "0",
-                                 "--plot", str(plot)])
+    result = runner.invoke(
+        app, ["sweep", warmup_file, "--steps", "80", "--lrs", "0.2,0.8,1.5,3", "--refine", "0", "--plot", str(plot)]
+    )
     assert result.exit_code == 0, result.output
     assert "phase boundaries" in result.stdout
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-@pytest.mark.parametrize(("option", "message"), [("--lrs=0.1,abc", "comma-separated numbers"), ("--lrs=-1", "positive"),
-                                                 ("--steps=0", "--steps must be")])
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [("--lrs=0.1,abc", "comma-separated numbers"), ("--lrs=-1", "positive"), ("--steps=0", "--steps must be")],
+)
 def test_sweep_bad_options(warmup_file, option, message):
     result = runner.invoke(app, ["sweep", warmup_file, option])
     assert result.exit_code == 2

@@ -47,7 +47,7 @@ def test_nearest_pyproject_is_found_from_a_subfolder_and_model_is_relative_to_it
 
 
 def test_a_nearer_pyproject_without_the_table_means_no_config(tmp_path):
-    root = project(tmp_path, '[tool.lrphase]\nbatches = 2\n')
+    root = project(tmp_path, "[tool.lrphase]\nbatches = 2\n")
     inner = root / "inner"
     inner.mkdir()
     (inner / "pyproject.toml").write_text('[project]\nname = "inner"\n')

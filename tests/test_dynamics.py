@@ -6,8 +6,8 @@ import copy
 
 import pytest
 import torch
-from cases import WarmupModel
 
+from cases import WarmupModel
 from lrphase.curvature.losses import PAPER_MSE
 from lrphase.dynamics.runs import make_trainer
 from lrphase.workflows.sweep import run_sweep
@@ -105,8 +105,12 @@ def test_sweep_leaves_the_model_untouched():
 
 @pytest.mark.parametrize(
     "options",
-    [dict(), dict(momentum=0.9), dict(momentum=0.8, nesterov=True, weight_decay=0.01),
-     dict(momentum=0.5, dampening=0.3, weight_decay=0.1)],
+    [
+        dict(),
+        dict(momentum=0.9),
+        dict(momentum=0.8, nesterov=True, weight_decay=0.01),
+        dict(momentum=0.5, dampening=0.3, weight_decay=0.1),
+    ],
 )
 def test_training_step_is_torch_optim_sgd(options):
     from lrphase.theory.optimizers import Optimizer
@@ -114,8 +118,9 @@ def test_training_step_is_torch_optim_sgd(options):
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(3, 16), torch.nn.Tanh(), torch.nn.Linear(16, 2)).double()
     x, y = torch.randn(12, 3, dtype=torch.float64), torch.randn(12, 2, dtype=torch.float64)
-    trainer = make_trainer(model, (x, y), loss=PAPER_MSE, batch_size=12, device=torch.device("cpu"), dtype=None,
-                           optimizer=Optimizer(**options))
+    trainer = make_trainer(
+        model, (x, y), loss=PAPER_MSE, batch_size=12, device=torch.device("cpu"), dtype=None, optimizer=Optimizer(**options)
+    )
     run = trainer.run(0.3, 15)
     reference = copy.deepcopy(model)
     sgd = torch.optim.SGD(reference.parameters(), lr=0.3, **options)
@@ -161,5 +166,5 @@ def test_the_default_grid_extends_until_it_brackets_the_divergence_boundary(edge
         assert trained == [0.5 / EXTEND_FACTOR**i for i in range(1, len(trained) + 1)]
         assert min(done) < edge and done[min(done)].verdict.phase == "lazy"
     else:
-        assert trained and all(b == a * EXTEND_FACTOR for a, b in zip([1.0, *trained], trained))
+        assert trained and all(b == a * EXTEND_FACTOR for a, b in zip([1.0, *trained], trained, strict=False))
         assert max(done) >= edge > max(done) / EXTEND_FACTOR

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from cases import WarmupModel, dense_gauss_newton_top, dense_ntk_top, make_case
 from torch import nn
 
+from cases import WarmupModel, dense_gauss_newton_top, dense_ntk_top, make_case
 from lrphase import estimate_lambda0
 
 

@@ -7,10 +7,10 @@ import random
 import numpy as np
 import pytest
 import torch
-from cases import make_case
 from torch import nn
 
 import lrphase
+from cases import make_case
 
 
 class NetWithEverything(nn.Module):

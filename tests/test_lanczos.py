@@ -2,8 +2,8 @@
 
 import pytest
 import torch
-from cases import clustered_operator
 
+from cases import clustered_operator
 from lrphase.curvature.lanczos import lanczos_top
 
 

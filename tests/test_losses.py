@@ -12,8 +12,11 @@ from lrphase.errors import InputError
 
 @pytest.mark.parametrize(
     ("spec", "reference"),
-    [("mse", lambda f, t: ((f - t) ** 2).sum() / (2 * f.numel())), (nn.MSELoss(), nn.MSELoss()),
-     (nn.MSELoss(reduction="sum"), nn.MSELoss(reduction="sum"))],
+    [
+        ("mse", lambda f, t: ((f - t) ** 2).sum() / (2 * f.numel())),
+        (nn.MSELoss(), nn.MSELoss()),
+        (nn.MSELoss(reduction="sum"), nn.MSELoss(reduction="sum")),
+    ],
 )
 def test_mse_values_and_one_hot_targets(spec, reference):
     loss = resolve_loss(spec)
@@ -24,8 +27,9 @@ def test_mse_values_and_one_hot_targets(spec, reference):
     assert loss.value(out, target).item() == pytest.approx(reference(out, target).item())
 
 
-@pytest.mark.parametrize("spec", ["mse", nn.MSELoss(), nn.MSELoss(reduction="sum"), "cross_entropy",
-                                  nn.CrossEntropyLoss(reduction="sum")])
+@pytest.mark.parametrize(
+    "spec", ["mse", nn.MSELoss(), nn.MSELoss(reduction="sum"), "cross_entropy", nn.CrossEntropyLoss(reduction="sum")]
+)
 def test_s_s_transpose_is_the_output_hessian(spec):
     loss = resolve_loss(spec)
     out = torch.randn(5, 3, dtype=torch.float64)

@@ -14,8 +14,8 @@ import re
 
 import pytest
 import torch
-from cases import WarmupModel
 
+from cases import WarmupModel
 from lrphase.errors import InputError
 from lrphase.theory.activations import classify
 from lrphase.theory.optimizers import Optimizer
@@ -26,7 +26,11 @@ CURVATURES = torch.tensor([3.0, 0.75, 0.1], dtype=torch.float64)  # top curvatur
 
 def _sgd(params, lr: float, opt: Optimizer) -> torch.optim.SGD:
     return torch.optim.SGD(
-        params, lr=lr, momentum=opt.momentum, nesterov=opt.nesterov, weight_decay=opt.weight_decay,
+        params,
+        lr=lr,
+        momentum=opt.momentum,
+        nesterov=opt.nesterov,
+        weight_decay=opt.weight_decay,
         dampening=opt.dampening,
     )
 
@@ -101,8 +105,13 @@ def _warmup_run(opt: Optimizer, lr: float, *, width: int = 256, seed: int = 0, s
 
 @pytest.mark.parametrize(
     "opt",
-    [Optimizer(momentum=0.5), Optimizer(momentum=0.9), Optimizer(momentum=0.5, nesterov=True),
-     Optimizer(momentum=0.9, nesterov=True), Optimizer(momentum=0.8, dampening=0.5)],
+    [
+        Optimizer(momentum=0.5),
+        Optimizer(momentum=0.9),
+        Optimizer(momentum=0.5, nesterov=True),
+        Optimizer(momentum=0.9, nesterov=True),
+        Optimizer(momentum=0.8, dampening=0.5),
+    ],
     ids=lambda o: o.describe(),
 )
 def test_eta_max_on_the_warmup_model(opt):

@@ -54,7 +54,7 @@ def table_rows(text: str) -> list[tuple[int, tuple[str, ...]]]:
         cells = [" ".join(cell.split()) for cell in line.strip("│").split("│")]
         if rows and rows[-1][0] == table and not cells[0]:  # continuation of a wrapped row
             previous = rows[-1][1]
-            rows[-1] = (table, [" ".join(filter(None, (a, b))) for a, b in zip(previous, cells)])
+            rows[-1] = (table, [" ".join(filter(None, (a, b))) for a, b in zip(previous, cells, strict=False)])
         else:
             rows.append((table, cells))
     return [(table, tuple(cells)) for table, cells in rows]
@@ -75,7 +75,7 @@ def same_text(expected: str, actual: str) -> bool:
     """Equal words; numbers equal to 1% plus one unit of the expected value's last printed digit."""
     if NUMBER.sub("#", expected) != NUMBER.sub("#", actual):
         return False
-    for want, got in zip(NUMBER.findall(expected), NUMBER.findall(actual)):
+    for want, got in zip(NUMBER.findall(expected), NUMBER.findall(actual), strict=False):
         a, b = float(want), float(got)
         if abs(a) >= BLOWUP and abs(b) >= BLOWUP:
             continue
@@ -92,7 +92,12 @@ def test_readme_probe_output_matches_the_command():
     env.pop("FORCE_COLOR", None)
     done = subprocess.run(
         [sys.executable, "-m", "lrphase", "probe", "examples/digits_mlp.py"],
-        cwd=ROOT, env=env, capture_output=True, text=True, encoding="utf-8", timeout=600,
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        timeout=600,
     )
     assert done.returncode == 0, done.stdout + done.stderr
     actual = done.stdout
@@ -105,15 +110,15 @@ def test_readme_probe_output_matches_the_command():
 
     want_titles, got_titles = edge_titles(expected), edge_titles(actual)
     assert len(want_titles) == len(got_titles), f"measured-edge tables differ: README {want_titles}, now {got_titles}"
-    for want, got in zip(want_titles, got_titles):
+    for want, got in zip(want_titles, got_titles, strict=False):
         assert same_text(want, got), f"measured edge: README says\n  {want}\nthe command now prints\n  {got}"
 
     assert [table for table, _ in want_rows] == [table for table, _ in got_rows], (
         "the tables have changed shape; rerun `COLUMNS=100 lrphase probe examples/digits_mlp.py` "
         f"and paste its output into README.md\nnow:\n{actual}"
     )
-    for (_, want), (_, got) in zip(want_rows, got_rows):
-        assert len(want) == len(got) and all(same_text(w, g) for w, g in zip(want, got)), (
+    for (_, want), (_, got) in zip(want_rows, got_rows, strict=False):
+        assert len(want) == len(got) and all(same_text(w, g) for w, g in zip(want, got, strict=False)), (
             f"README row {' | '.join(want)}\nnow        {' | '.join(got)}\n"
             "rerun `COLUMNS=100 lrphase probe examples/digits_mlp.py` and paste its output into README.md"
         )

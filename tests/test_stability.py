@@ -8,10 +8,10 @@ from dataclasses import dataclass
 
 import pytest
 import torch
-from cases import WarmupModel
 from torch import nn
 
 import lrphase
+from cases import WarmupModel
 from lrphase.curvature.losses import PAPER_MSE
 from lrphase.dynamics.stability import MAX_DOUBLINGS, EdgeRun, make_edge_trainer, search_edge
 from lrphase.theory.optimizers import Optimizer
@@ -19,8 +19,10 @@ from lrphase.theory.optimizers import Optimizer
 CPU = torch.device("cpu")
 
 
-def trainer_for(model: nn.Module, data, optimizer: Optimizer = Optimizer(), batch_size: int | None = None):
-    return make_edge_trainer(model, data, loss=PAPER_MSE, optimizer=optimizer, batch_size=batch_size, device=CPU, dtype=None)
+def trainer_for(model: nn.Module, data, optimizer: Optimizer | None = None, batch_size: int | None = None):
+    return make_edge_trainer(
+        model, data, loss=PAPER_MSE, optimizer=optimizer or Optimizer(), batch_size=batch_size, device=CPU, dtype=None
+    )
 
 
 def test_search_brackets_the_warmup_models_exact_edge():

@@ -20,7 +20,7 @@ def test_monotone_decrease_is_lazy():
 
 def test_noisy_lazy_curve_is_still_lazy():
     noise = [1 + 0.02 * math.sin(7 * t) for t in range(61)]
-    losses = [x * n for x, n in zip(decaying(), noise)]
+    losses = [x * n for x, n in zip(decaying(), noise, strict=False)]
     assert classify_run(losses, 0.1).phase == "lazy"
 
 

@@ -58,14 +58,17 @@ class Advice:
 
     @property
     def lambda0(self) -> float:
+        """λ₀ of the prediction."""
         return self.prediction.lambda0
 
     @property
     def optimizer(self) -> Optimizer:
+        """The optimizer the boundaries are for."""
         return self.prediction.optimizer
 
     @property
     def applies(self) -> bool:
+        """False for adaptive optimizers: neither predicted nor measured."""
         return self.prediction.applies
 
     @property
@@ -106,8 +109,16 @@ def predicted_advice(prediction: PhasePrediction, *, exact: bool) -> Advice:
         )
         confidence = "low"
     return Advice(
-        prediction, exact, None, prediction.eta_crit, prediction.eta_max, prediction.eta_recommended, "predicted",
-        prediction.rule, confidence, caveats,
+        prediction,
+        exact,
+        None,
+        prediction.eta_crit,
+        prediction.eta_max,
+        prediction.eta_recommended,
+        "predicted",
+        prediction.rule,
+        confidence,
+        caveats,
     )
 
 
@@ -117,6 +128,7 @@ def measured_advice(prediction: PhasePrediction, measurement: EdgeMeasurement, *
     steps = measurement.steps
     edge = measurement.eta_max
     caveats: list[str] = []  # the prediction's caveats are all about the extrapolation the measurement replaces
+    confidence: Confidence
     if edge is None:
         eta_max = measurement.first_failure
         assert eta_max is not None
@@ -139,12 +151,19 @@ def measured_advice(prediction: PhasePrediction, measurement: EdgeMeasurement, *
         if not measurement.bracketed:
             caveats.insert(
                 0,
-                f"no tried rate failed, up to {edge:.4g}: η_max is a lower bound, and the recommendation "
-                "is conservative",
+                f"no tried rate failed, up to {edge:.4g}: η_max is a lower bound, and the recommendation is conservative",
             )
     lam = max(prediction.lambda0, measurement.lambda_sharp or 0.0)
     eta_crit = min(2.0 * opt.stability_factor / opt.curvature(lam), eta_max) if opt.applies else prediction.eta_crit
     return Advice(
-        prediction, exact, measurement, eta_crit, eta_max, eta_rec, "measured", rule, confidence, tuple(caveats),
+        prediction,
+        exact,
+        measurement,
+        eta_crit,
+        eta_max,
+        eta_rec,
+        "measured",
+        rule,
+        confidence,
+        tuple(caveats),
     )
-

@@ -115,9 +115,7 @@ def validate(key: str, value: Any, where: str) -> Any:
     try:
         return KEYS[key].convert(value)
     except (ValueError, TypeError):
-        raise InputError(
-            f"{_describe(key, where)} must be {KEYS[key].expected}, got {type(value).__name__} {value!r}"
-        ) from None
+        raise InputError(f"{_describe(key, where)} must be {KEYS[key].expected}, got {type(value).__name__} {value!r}") from None
 
 
 def _describe(key: str, where: str) -> str:
@@ -152,9 +150,7 @@ class Settings:
     measure: bool | None = None
     measure_steps: int | None = None
 
-    def with_model_defaults(
-        self, defaults: Mapping[str, Any], *, loss: Any = None, source: str | None = None
-    ) -> Settings:
+    def with_model_defaults(self, defaults: Mapping[str, Any], *, loss: Any = None, source: str | None = None) -> Settings:
         """Fill what neither the command line nor the config set from the model file's ``defaults`` and ``loss``.
 
         ``defaults`` is :attr:`lrphase.cli.model_file.ModelSpec.defaults`; an optimizer given there as a
@@ -174,16 +170,29 @@ class Settings:
     def optimizer_spec(self) -> Optimizer:
         """The :class:`~lrphase.theory.optimizers.Optimizer` these settings describe (plain SGD where unset)."""
         return Optimizer(
-            name=self.optimizer or "sgd", momentum=self.momentum or 0.0, nesterov=bool(self.nesterov),
+            name=self.optimizer or "sgd",
+            momentum=self.momentum or 0.0,
+            nesterov=bool(self.nesterov),
             weight_decay=self.weight_decay or 0.0,
         )
 
     def probe_options(self) -> dict[str, Any]:
         """Keyword arguments for :func:`lrphase.probe`, only those set: the library's defaults apply to the rest."""
         return _set(
-            loss=self.loss, c_act=self.c_act, optimizer=self.optimizer_spec(), jvp_mode=self.jvp, measure=self.measure,
-            measure_steps=self.measure_steps, batch_size=self.batch_size, batches=self.batches, device=self.device,
-            dtype=self.torch_dtype(), tol=self.tol, max_iter=self.max_iter, seed=self.seed, chunk_size=self.chunk_size,
+            loss=self.loss,
+            c_act=self.c_act,
+            optimizer=self.optimizer_spec(),
+            jvp_mode=self.jvp,
+            measure=self.measure,
+            measure_steps=self.measure_steps,
+            batch_size=self.batch_size,
+            batches=self.batches,
+            device=self.device,
+            dtype=self.torch_dtype(),
+            tol=self.tol,
+            max_iter=self.max_iter,
+            seed=self.seed,
+            chunk_size=self.chunk_size,
         )
 
     def check_options(self) -> dict[str, Any]:
@@ -193,15 +202,25 @@ class Settings:
     def sweep_options(self) -> dict[str, Any]:
         """Keyword arguments for :func:`lrphase.run_sweep` (its steps, loss, optimizer and estimate settings)."""
         return _set(
-            loss=self.loss, steps=self.steps, c_act=self.c_act, optimizer=self.optimizer_spec(), batch_size=self.batch_size,
-            device=self.device, dtype=self.torch_dtype(), seed=self.seed, tol=self.tol, max_iter=self.max_iter,
+            loss=self.loss,
+            steps=self.steps,
+            c_act=self.c_act,
+            optimizer=self.optimizer_spec(),
+            batch_size=self.batch_size,
+            device=self.device,
+            dtype=self.torch_dtype(),
+            seed=self.seed,
+            tol=self.tol,
+            max_iter=self.max_iter,
         )
 
     def confirm_options(self) -> dict[str, Any]:
         """Keyword arguments for :func:`lrphase.confirm` (its optimizer only where the prediction applies to it)."""
         optimizer = self.optimizer_spec()
         return _set(
-            batch_size=self.batch_size, dtype=self.torch_dtype(), seed=self.seed,
+            batch_size=self.batch_size,
+            dtype=self.torch_dtype(),
+            seed=self.seed,
             optimizer=optimizer if optimizer.applies else None,
         )
 

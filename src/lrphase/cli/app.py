@@ -16,7 +16,7 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, NoReturn, Optional
+from typing import Any, NoReturn
 
 import typer
 
@@ -32,7 +32,7 @@ app = typer.Typer(
     rich_markup_mode="rich",
 )
 
-Progress = Optional[Callable[[int, int], None]]
+Progress = Callable[[int, int], None] | None
 
 
 def _version(value: bool) -> None:
@@ -112,8 +112,12 @@ def _progress(description: str, *, quiet: bool) -> Iterator[Progress]:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     with Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        console=Console(stderr=True), transient=True,
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+        transient=True,
     ) as bar:
         task = bar.add_task(description, total=None)
 
@@ -125,8 +129,11 @@ def _progress(description: str, *, quiet: bool) -> Iterator[Progress]:
 
 @contextmanager
 def _measured_runs(update: Progress) -> Iterator[Callable[[Any], None]]:
-    """An ``on_run`` callback for the stability search: it moves the progress bar on by one step per run,
-    and when the command is interrupted the runs finished so far are printed on stderr, so none is lost."""
+    """An ``on_run`` callback for the stability search that keeps what it measured.
+
+    It moves the progress bar on by one step per run, and when the command is interrupted the
+    runs finished so far are printed on stderr, so none is lost.
+    """
     runs: list[Any] = []
 
     def on_run(run: Any) -> None:
@@ -172,7 +179,9 @@ def probe(
     weight_decay: opt.WeightDecay = None,
     measure: opt.Measure = None,
     measure_steps: opt.MeasureSteps = None,
-    confirm: bool = typer.Option(False, "--confirm", help="Also train briefly at the recommended rate and at 0.5·η_crit to watch the catapult."),
+    confirm: bool = typer.Option(
+        False, "--confirm", help="Also train briefly at the recommended rate and at 0.5·η_crit to watch the catapult."
+    ),
     steps: int = typer.Option(40, help="Gradient-descent steps of each --confirm run."),
     as_json: opt.Json = False,
     debug: opt.Debug = False,
@@ -189,11 +198,29 @@ def probe(
 
         if steps < 1:
             raise InputError(f"--steps must be at least 1, got {steps}")
-        settings, spec = load_project(target, config=config, overrides=dict(
-            loss=loss, batch_size=batch_size, batches=batches, device=device, dtype=dtype and dtype.value, seed=seed,
-            tol=tol, max_iter=max_iter, c_act=c_act, jvp=jvp and jvp.value, chunk_size=chunk_size, optimizer=optimizer,
-            momentum=momentum, nesterov=nesterov, weight_decay=weight_decay, measure=measure, measure_steps=measure_steps,
-        ))
+        settings, spec = load_project(
+            target,
+            config=config,
+            overrides=dict(
+                loss=loss,
+                batch_size=batch_size,
+                batches=batches,
+                device=device,
+                dtype=dtype and dtype.value,
+                seed=seed,
+                tol=tol,
+                max_iter=max_iter,
+                c_act=c_act,
+                jvp=jvp and jvp.value,
+                chunk_size=chunk_size,
+                optimizer=optimizer,
+                momentum=momentum,
+                nesterov=nesterov,
+                weight_decay=weight_decay,
+                measure=measure,
+                measure_steps=measure_steps,
+            ),
+        )
         with _progress("probing", quiet=as_json) as update, _measured_runs(update) as on_run:
             result = run_probe(spec.model, spec.data, progress=update, on_run=on_run, **settings.probe_options())
         confirmation = None
@@ -228,9 +255,9 @@ def probe(
 def sweep(
     target: opt.Target = None,
     config: opt.Config = None,
-    steps: Optional[int] = typer.Option(None, help="Gradient-descent steps per learning rate (default 200)."),
+    steps: int | None = typer.Option(None, help="Gradient-descent steps per learning rate (default 200)."),
     points: int = typer.Option(16, help="Log-spaced rates from 0.25·η_crit to 1.5·η_max, extended until the edge is bracketed."),
-    lrs: Optional[str] = typer.Option(None, help="Explicit comma-separated learning rates instead of the grid."),
+    lrs: str | None = typer.Option(None, help="Explicit comma-separated learning rates instead of the grid."),
     refine: int = typer.Option(3, help="Bisection runs per boundary after the grid."),
     loss: opt.Loss = None,
     batch_size: opt.BatchSize = None,
@@ -242,8 +269,8 @@ def sweep(
     momentum: opt.Momentum = None,
     nesterov: opt.Nesterov = None,
     weight_decay: opt.WeightDecay = None,
-    out: Optional[str] = typer.Option(None, help="Folder: each finished run is saved there at once and reused on rerun."),
-    plot: Optional[str] = typer.Option(None, help="Write the phase diagram to this image file (needs matplotlib)."),
+    out: str | None = typer.Option(None, help="Folder: each finished run is saved there at once and reused on rerun."),
+    plot: str | None = typer.Option(None, help="Write the phase diagram to this image file (needs matplotlib)."),
     as_json: opt.Json = False,
     debug: opt.Debug = False,
 ) -> None:
@@ -256,14 +283,33 @@ def sweep(
         from .render.plot import plot_sweep
 
         rates = _parse_rates(lrs) if lrs is not None else None
-        settings, spec = load_project(target, config=config, overrides=dict(
-            steps=steps, loss=loss, batch_size=batch_size, device=device, dtype=dtype and dtype.value, seed=seed,
-            c_act=c_act, optimizer=optimizer, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay,
-        ))
+        settings, spec = load_project(
+            target,
+            config=config,
+            overrides=dict(
+                steps=steps,
+                loss=loss,
+                batch_size=batch_size,
+                device=device,
+                dtype=dtype and dtype.value,
+                seed=seed,
+                c_act=c_act,
+                optimizer=optimizer,
+                momentum=momentum,
+                nesterov=nesterov,
+                weight_decay=weight_decay,
+            ),
+        )
         with _progress("sweeping", quiet=as_json) as update:
             result = run_sweep(
-                spec.model, spec.data, lrs=rates, points=points, refine=refine, out_dir=out,
-                on_run=(lambda run, done, total: update(done, total)) if update else None, **settings.sweep_options(),
+                spec.model,
+                spec.data,
+                lrs=rates,
+                points=points,
+                refine=refine,
+                out_dir=out,
+                on_run=(lambda run, done, total: update(done, total)) if update else None,
+                **settings.sweep_options(),
             )
 
         def render() -> None:
@@ -296,9 +342,13 @@ def _parse_rates(text: str) -> list[float]:
 @app.command()
 def check(
     target: opt.Target = None,
-    lr: Optional[float] = typer.Option(None, "--lr", help="The learning rate to check (default: `lr` in the config, else in the model file)."),
-    accept: Optional[str] = typer.Option(None, help="Phases that pass, comma-separated: lazy,catapult (default) | lazy | catapult."),
-    margin: Optional[float] = typer.Option(None, help="Demand a factor 1+margin of distance from each boundary with a rejected phase (default 0)."),
+    lr: float | None = typer.Option(
+        None, "--lr", help="The learning rate to check (default: `lr` in the config, else in the model file)."
+    ),
+    accept: str | None = typer.Option(None, help="Phases that pass, comma-separated: lazy,catapult (default) | lazy | catapult."),
+    margin: float | None = typer.Option(
+        None, help="Demand a factor 1+margin of distance from each boundary with a rejected phase (default 0)."
+    ),
     optimizer: opt.OptimizerName = None,
     momentum: opt.Momentum = None,
     nesterov: opt.Nesterov = None,
@@ -317,7 +367,9 @@ def check(
     c_act: opt.CAct = None,
     jvp: opt.Jvp = None,
     as_json: opt.Json = False,
-    github: Optional[bool] = typer.Option(None, "--github/--no-github", help="Emit a GitHub Actions annotation (default: on when GITHUB_ACTIONS=true)."),
+    github: bool | None = typer.Option(
+        None, "--github/--no-github", help="Emit a GitHub Actions annotation (default: on when GITHUB_ACTIONS=true)."
+    ),
     debug: opt.Debug = False,
 ) -> None:
     """Check a learning rate: exit 0 if its phase is accepted, 1 if not (3: not converged, 5: optimizer not modelled)."""
@@ -329,12 +381,31 @@ def check(
         from .render.check import annotation, check_to_dict, github_annotation, render_check
 
         try:
-            settings, spec = load_project(target, config=config, overrides=dict(
-                lr=lr, accept=accept, margin=margin, optimizer=optimizer, momentum=momentum, nesterov=nesterov,
-                weight_decay=weight_decay, loss=loss, batch_size=batch_size, batches=batches, device=device,
-                dtype=dtype and dtype.value, seed=seed, tol=tol, max_iter=max_iter, c_act=c_act, jvp=jvp and jvp.value,
-                measure=measure, measure_steps=measure_steps,
-            ))
+            settings, spec = load_project(
+                target,
+                config=config,
+                overrides=dict(
+                    lr=lr,
+                    accept=accept,
+                    margin=margin,
+                    optimizer=optimizer,
+                    momentum=momentum,
+                    nesterov=nesterov,
+                    weight_decay=weight_decay,
+                    loss=loss,
+                    batch_size=batch_size,
+                    batches=batches,
+                    device=device,
+                    dtype=dtype and dtype.value,
+                    seed=seed,
+                    tol=tol,
+                    max_iter=max_iter,
+                    c_act=c_act,
+                    jvp=jvp and jvp.value,
+                    measure=measure,
+                    measure_steps=measure_steps,
+                ),
+            )
             with _progress("checking", quiet=as_json) as update, _measured_runs(update) as on_run:
                 result = run_check(spec.model, spec.data, progress=update, on_run=on_run, **settings.check_options())
         except LrphaseError as exc:

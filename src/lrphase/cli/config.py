@@ -32,6 +32,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - exercised on Python 3.10 only
     import tomli as tomllib
 
+
 def find_pyproject(start: Path) -> Path | None:
     """The nearest ``pyproject.toml`` in ``start`` or a folder above it."""
     for folder in (start, *start.parents):
@@ -96,7 +97,7 @@ def resolve_settings(
     target = target or model
     if target is None:
         raise InputError(
-            "no model file: pass one (e.g. `lrphase check model.py`) or set model = \"model.py\" under "
+            'no model file: pass one (e.g. `lrphase check model.py`) or set model = "model.py" under '
             "[tool.lrphase] in pyproject.toml"
         )
     return Settings(target=target, config_file=str(path) if table else None, **values)

@@ -7,7 +7,7 @@ comes from the config file, the model file or the defaults (:mod:`lrphase.cli.co
 from __future__ import annotations
 
 from enum import Enum
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -17,7 +17,7 @@ DTypeChoice = Enum("DTypeChoice", {name: name for name in DTYPES}, type=str)  # 
 JvpChoice = Enum("JvpChoice", {name: name for name in JVP_MODES}, type=str)  # type: ignore[misc]
 
 Target = Annotated[
-    Optional[str],
+    str | None,
     typer.Argument(
         help="Model file `path.py` (or `path.py:factory`) defining `model` and `data`. "
         "Default: `model` under \\[tool.lrphase] in pyproject.toml.",
@@ -25,67 +25,62 @@ Target = Annotated[
     ),
 ]
 Config = Annotated[
-    Optional[str],
+    str | None,
     typer.Option(
         "--config",
         help="TOML config file (default: \\[tool.lrphase] of the nearest pyproject.toml); options given here override it.",
     ),
 ]
 Loss = Annotated[
-    Optional[str],
+    str | None,
     typer.Option(
         help="mse (paper, default) | cross_entropy | mse_loss_mean | mse_loss_sum | cross_entropy_sum; "
         "overrides the file's `loss`."
     ),
 ]
 BatchSize = Annotated[
-    Optional[int], typer.Option("--batch-size", help="Samples per batch (default: the file's `batch_size`, else 128).")
+    int | None, typer.Option("--batch-size", help="Samples per batch (default: the file's `batch_size`, else 128).")
 ]
-Batches = Annotated[
-    Optional[int], typer.Option(help="Batches λ₀ is averaged over (default 3; 1 when the edge is measured).")
-]
-Device = Annotated[Optional[str], typer.Option(help="auto (CUDA, else MPS, else CPU; default) | cpu | cuda | cuda:1 | mps.")]
-DType = Annotated[Optional[DTypeChoice], typer.Option(help="Compute dtype (default: the model's own).")]
+Batches = Annotated[int | None, typer.Option(help="Batches λ₀ is averaged over (default 3; 1 when the edge is measured).")]
+Device = Annotated[str | None, typer.Option(help="auto (CUDA, else MPS, else CPU; default) | cpu | cuda | cuda:1 | mps.")]
+DType = Annotated[DTypeChoice | None, typer.Option(help="Compute dtype (default: the model's own).")]
 Seed = Annotated[
-    Optional[int],
+    int | None,
     typer.Option(help="Seed of the model file's initialization, batch sampling, Lanczos and training runs (default 0)."),
 ]
-Tol = Annotated[Optional[float], typer.Option(help="Lanczos stops when its residual is ≤ tol·λ (default 1e-3).")]
-MaxIter = Annotated[
-    Optional[int], typer.Option("--max-iter", help="Lanczos iterations per batch before giving up (default 100).")
-]
+Tol = Annotated[float | None, typer.Option(help="Lanczos stops when its residual is ≤ tol·λ (default 1e-3).")]
+MaxIter = Annotated[int | None, typer.Option("--max-iter", help="Lanczos iterations per batch before giving up (default 100).")]
 CAct = Annotated[
-    Optional[float], typer.Option("--c-act", help="Override c_act in the predicted η_max = c_act/λ₀ (e.g. from `lrphase sweep`).")
+    float | None, typer.Option("--c-act", help="Override c_act in the predicted η_max = c_act/λ₀ (e.g. from `lrphase sweep`).")
 ]
 Jvp = Annotated[
-    Optional[JvpChoice],
+    JvpChoice | None,
     typer.Option(help="How J·v is computed (default: auto for probe, which times the candidates once; double for check)."),
 ]
 ChunkSize = Annotated[
-    Optional[int],
+    int | None,
     typer.Option(
         "--chunk-size",
-        help="Micro-batch size of every curvature product (default: chosen from free memory; train-mode BatchNorm is never split).",
+        help="Micro-batch size of every curvature product "
+        "(default: chosen from free memory; train-mode BatchNorm is never split).",
     ),
 ]
 OptimizerName = Annotated[
-    Optional[str],
+    str | None,
     typer.Option("--optimizer", help="sgd (default) | adam | adamw | rmsprop | … (adaptive: the prediction does not apply)."),
 ]
-Momentum = Annotated[Optional[float], typer.Option("--momentum", help="SGD momentum β (default 0).")]
-Nesterov = Annotated[Optional[bool], typer.Option("--nesterov/--no-nesterov", help="Nesterov momentum (as torch.optim.SGD).")]
+Momentum = Annotated[float | None, typer.Option("--momentum", help="SGD momentum β (default 0).")]
+Nesterov = Annotated[bool | None, typer.Option("--nesterov/--no-nesterov", help="Nesterov momentum (as torch.optim.SGD).")]
 WeightDecay = Annotated[
-    Optional[float], typer.Option("--weight-decay", help="L2 weight decay wd (default 0): the curvature becomes λ₀ + wd.")
+    float | None, typer.Option("--weight-decay", help="L2 weight decay wd (default 0): the curvature becomes λ₀ + wd.")
 ]
 Measure = Annotated[
-    Optional[bool],
+    bool | None,
     typer.Option(
         "--measure/--no-measure",
         help="Measure the divergence edge with short training runs (default: where the paper's prediction is not exact).",
     ),
 ]
-MeasureSteps = Annotated[Optional[int], typer.Option("--measure-steps", help="Steps of each measuring run (default 40).")]
-Json = Annotated[
-    bool, typer.Option("--json", help="Print one JSON object (documented keys) and nothing else on stdout.")
-]
+MeasureSteps = Annotated[int | None, typer.Option("--measure-steps", help="Steps of each measuring run (default 40).")]
+Json = Annotated[bool, typer.Option("--json", help="Print one JSON object (documented keys) and nothing else on stdout.")]
 Debug = Annotated[bool, typer.Option("--debug", help="Show tracebacks.")]

@@ -85,9 +85,7 @@ class ChunkedJacobianProducts:
         m = args[0].shape[0]
         self._model = model
         self._seed = seed
-        self._chunks = [
-            tuple(a[start:start + chunk_size] for a in args) for start in range(0, m, chunk_size)
-        ]
+        self._chunks = [tuple(a[start : start + chunk_size] for a in args) for start in range(0, m, chunk_size)]
         self.chunk_size = chunk_size
         self.mode = "jvp"
         self.fallback: str | None = None
@@ -100,8 +98,8 @@ class ChunkedJacobianProducts:
         start = 0
         for chunk in self._chunks:
             size = chunk[0].shape[0]
-            part = JacobianProducts(self._model, chunk, mode=None, seed=self._seed).vjp(u[start:start + size])
-            total = list(part) if total is None else [a + b for a, b in zip(total, part)]
+            part = JacobianProducts(self._model, chunk, mode=None, seed=self._seed).vjp(u[start : start + size])
+            total = list(part) if total is None else [a + b for a, b in zip(total, part, strict=True)]
             start += size
         assert total is not None
         return tuple(total)

@@ -64,7 +64,7 @@ def is_full_batch(data: Any, batch_size: int | None) -> bool:
     """Whether one batch holds every sample, so that training on it is full-batch gradient descent."""
     if isinstance(data, DataLoader) and batch_size is None:
         try:
-            return data.batch_size is not None and data.batch_size >= len(data.dataset)
+            return data.batch_size is not None and data.batch_size >= len(data.dataset)  # type: ignore[arg-type]
         except TypeError:  # an iterable dataset has no length
             return False
     size, drawn = _sizes(data, batch_size)
@@ -84,13 +84,11 @@ def _sizes(data: Any, batch_size: int | None) -> tuple[int, int]:
         size = len(x)
     elif isinstance(data, (Dataset, Sequence)):
         try:
-            size = len(data)
+            size = len(data)  # type: ignore[arg-type]  # a map-style Dataset has a length; an iterable one raises
         except TypeError as exc:
             raise InputError("the dataset has no length: give a map-style Dataset or a DataLoader") from exc
     else:
-        raise InputError(
-            f"data is a {type(data).__name__}; give a Dataset, a DataLoader or an (X, Y) pair of tensors"
-        )
+        raise InputError(f"data is a {type(data).__name__}; give a Dataset, a DataLoader or an (X, Y) pair of tensors")
     if size == 0:
         raise InputError("the dataset is empty: give at least one sample")
     return size, min(batch_size or min(size, 128), size)
@@ -134,9 +132,7 @@ def _as_pair(batch: Any) -> Batch:
         return batch[0], batch[1]
     if isinstance(batch, dict) and {"x", "y"} <= set(batch):
         return batch["x"], batch["y"]
-    raise InputError(
-        f"a batch of data is a {type(batch).__name__}; each sample must be an (input, target) pair"
-    )
+    raise InputError(f"a batch of data is a {type(batch).__name__}; each sample must be an (input, target) pair")
 
 
 def to_device(x: Any, device: torch.device, dtype: torch.dtype | None) -> Any:

@@ -22,6 +22,7 @@ import torch.distributed as dist
 from ..errors import InputError
 from .data import as_args
 from .jacobian import Vector
+from .operators import Products
 
 
 def world() -> tuple[int, int]:
@@ -87,7 +88,7 @@ def all_reduce_vector(parts: Vector) -> Vector:
     dist.all_reduce(flat)
     out, start = [], 0
     for p in parts:
-        out.append(flat[start:start + p.numel()].view_as(p))
+        out.append(flat[start : start + p.numel()].view_as(p))
         start += p.numel()
     return tuple(out)
 
@@ -114,20 +115,24 @@ def gather_objects(items: list) -> list:
 class ShardedProducts:
     """Local products of this rank's shard whose Jᵀu is summed over all ranks."""
 
-    def __init__(self, local: Any) -> None:
+    def __init__(self, local: Products) -> None:
         self._local = local
         self.output = local.output
 
     @property
     def mode(self) -> str:
+        """The wrapped products' J·v mode."""
         return self._local.mode
 
     @property
     def fallback(self) -> str | None:
+        """Why the wrapped products fell back to another J·v mode, if they did."""
         return self._local.fallback
 
     def vjp(self, u: torch.Tensor) -> Vector:
+        """Jᵀu over the whole batch: the local vjp, summed across ranks (one all-reduce)."""
         return all_reduce_vector(self._local.vjp(u))
 
     def jvp(self, v: Vector) -> torch.Tensor:
+        """J v on this rank's shard of the batch."""
         return self._local.jvp(v)

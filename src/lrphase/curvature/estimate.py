@@ -28,7 +28,7 @@ from .isolation import ModeReport, preserved_rng, working_copy
 from .jacobian import JacobianProducts
 from .lanczos import LanczosResult, lanczos_top
 from .losses import Loss, resolve_loss
-from .operators import gauss_newton, ntk
+from .operators import Products, gauss_newton, ntk
 
 ProgressCallback = Callable[[int, int], None]
 
@@ -50,14 +50,17 @@ class BatchCurvature:
 
     @property
     def converged(self) -> bool:
+        """Whether every Lanczos run of this batch met its tolerance."""
         return all(r.converged for r in self.runs)
 
     @property
     def iterations(self) -> int:
+        """Products used by this batch's Lanczos runs."""
         return sum(r.iterations for r in self.runs)
 
     @property
     def relative_residual(self) -> float:
+        """The largest relative residual of this batch's Lanczos runs."""
         return max(r.relative_residual for r in self.runs)
 
 
@@ -84,10 +87,12 @@ class Lambda0Estimate:
 
     @property
     def converged(self) -> bool:
+        """Whether every batch converged."""
         return all(b.converged for b in self.per_batch)
 
     @property
     def iterations(self) -> int:
+        """Products summed over batches."""
         return sum(b.iterations for b in self.per_batch)
 
     @property
@@ -155,7 +160,7 @@ def estimate_lambda0(
         clone, modes = working_copy(model, device=target, dtype=dtype)
         inputs = [to_device(x, target, dtype) for x, _ in batch_list]
         nonlinearities = _validating_forward(clone, inputs[0], seed)
-        mode = jvp_mode
+        mode: str = jvp_mode
         results: list[BatchCurvature] = []
         notes: list[str] = []
         sharded = world()[1] > 1 and distributed is not False
@@ -168,6 +173,7 @@ def estimate_lambda0(
         for index, full in enumerate(inputs):
             samples = as_args(full)[0].shape[0]
             x = shard(full) if sharded else full
+            products: Products
             if chunk is not None:
                 products = ChunkedJacobianProducts(clone, x, chunk_size=chunk, seed=seed)
             else:
@@ -263,22 +269,25 @@ def _check_outputs(out: torch.Tensor, loss: Loss, index: int) -> None:
 
 
 def _batch_curvature(
-    products: Any, loss: Loss, tol: float, max_iter: int, seed: int, samples: int, with_ntk: bool
+    products: Products, loss: Loss, tol: float, max_iter: int, seed: int, samples: int, with_ntk: bool
 ) -> BatchCurvature:
     """Lanczos on one batch; under torch.distributed ``products`` cover this rank's shard of ``samples``."""
     local, k = products.output.shape
     m = samples
     start, stop = shard_bounds(m) if local != m else (0, m)
-    v0 = torch.randn(m * k, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)[start * k:stop * k]
-    options = dict(
-        device=products.output.device, dtype=products.output.dtype, tol=tol, max_iter=max_iter, v0=v0,
-        reduce=all_reduce_sum, total_dim=m * k,
-    )
-    gn = lanczos_top(gauss_newton(products, loss, samples=m), local * k, **options)
+    v0 = torch.randn(m * k, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)[start * k : stop * k]
+
+    def top(operator: Callable[[torch.Tensor], torch.Tensor]) -> LanczosResult:
+        return lanczos_top(
+            operator, local * k, device=products.output.device, dtype=products.output.dtype, tol=tol,
+            max_iter=max_iter, v0=v0, reduce=all_reduce_sum, total_dim=m * k,
+        )  # fmt: skip
+
+    gn = top(gauss_newton(products, loss, samples=m))
     if loss.is_cross_entropy:
         if not with_ntk:
             return BatchCurvature(gn.eigenvalue, math.nan, gn, None, products.mode)
-        ntk_result = lanczos_top(ntk(products, samples=m), local * k, **options)
+        ntk_result = top(ntk(products, samples=m))
         return BatchCurvature(gn.eigenvalue, ntk_result.eigenvalue, gn, ntk_result, products.mode)
     # For the MSE losses A = c·J Jᵀ with H = c·I, so λ_ntk = λ_gn / (c k m) exactly.
     lambda_ntk = gn.eigenvalue / (loss.mse_hessian_scale(m, k) * k * m)

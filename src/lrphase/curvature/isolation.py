@@ -53,12 +53,11 @@ class ModeReport:
     dropout: str
 
     def describe(self) -> str:
+        """One line for people."""
         return f"BatchNorm: {self.batchnorm}; dropout: {self.dropout}"
 
 
-def working_copy(
-    model: nn.Module, *, device: torch.device, dtype: torch.dtype | None
-) -> tuple[nn.Module, ModeReport]:
+def working_copy(model: nn.Module, *, device: torch.device, dtype: torch.dtype | None) -> tuple[nn.Module, ModeReport]:
     """Return a deep copy of ``model`` on ``device``/``dtype`` prepared for curvature products."""
     try:
         clone = copy.deepcopy(model)

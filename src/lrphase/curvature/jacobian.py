@@ -59,7 +59,7 @@ class JacobianProducts:
             self._out = seeded_forward(model, self._x, seed=seed)
         self.output = self._out.detach()
         self.fallback: str | None = None
-        self.mode = mode
+        self.mode = mode or "none"  # "none": only Jᵀu will be asked for
         self._trials = list(AUTO_TRIALS) if mode == "auto" else []
         self._timings: dict[str, float] = {}
         if mode is not None and mode != "auto":  # None: only Jᵀu will be needed
@@ -112,9 +112,9 @@ class JacobianProducts:
     def _linearized(self) -> Callable[[Vector], torch.Tensor]:
         from torch.func import linearize
 
-        primals = {n: p.detach() for n, p in zip(self._names, self._params)}
+        primals = {n: p.detach() for n, p in zip(self._names, self._params, strict=True)}
         _, jvp_fn = linearize(lambda p: seeded_forward(self._model, self._x, seed=self._seed, params=p), primals)
-        return lambda v: jvp_fn(dict(zip(self._names, v)))
+        return lambda v: jvp_fn(dict(zip(self._names, v, strict=True)))
 
     def _timed_trial(self, v: Vector) -> torch.Tensor:
         """One product of ``"auto"``'s next trial mode, timed; after the last, keep the fastest."""
@@ -132,7 +132,7 @@ class JacobianProducts:
         _synchronize(self.output)
         self._timings[mode] = time.perf_counter() - start
         if not self._trials:
-            best = min(self._timings, key=self._timings.get)
+            best = min(self._timings, key=lambda name: self._timings[name])
             if best != self.mode:
                 self.use(best)
         return result
@@ -140,7 +140,7 @@ class JacobianProducts:
     def vjp(self, u: torch.Tensor) -> Vector:
         """Jᵀ u for u of shape (m, k): a parameter-space vector."""
         grads = torch.autograd.grad(self._out, self._params, u, retain_graph=True, allow_unused=True)
-        return tuple(torch.zeros_like(p) if g is None else g for g, p in zip(grads, self._params))
+        return tuple(torch.zeros_like(p) if g is None else g for g, p in zip(grads, self._params, strict=True))
 
     def jvp(self, v: Vector) -> torch.Tensor:
         """J v for a parameter-space vector v, as an (m, k) tensor."""
@@ -159,16 +159,16 @@ def trainable(model: nn.Module) -> list[tuple[str, torch.Tensor]]:
     return [(n, p) for n, p in model.named_parameters() if p.requires_grad]
 
 
-def seeded_forward(
-    model: nn.Module, args: tuple, *, seed: int, params: dict[str, torch.Tensor] | None = None
-) -> torch.Tensor:
-    """f on a batch under a fixed seed, as an (m, k) tensor; ``params`` replace the model's own."""
+def seeded_forward(model: nn.Module, args: tuple, *, seed: int, params: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+    """F on a batch under a fixed seed, as an (m, k) tensor; ``params`` replace the model's own."""
     first = next(model.parameters(), None)
     devices = [first.device] if first is not None and first.is_cuda else []
     with torch.random.fork_rng(devices=devices):
         torch.default_generator.manual_seed(seed)  # not torch.manual_seed: it also queues a lazy CUDA seeding, with a traceback
         for device in devices:
-            torch.cuda.default_generators[device.index if device.index is not None else torch.cuda.current_device()].manual_seed(seed)
+            torch.cuda.default_generators[device.index if device.index is not None else torch.cuda.current_device()].manual_seed(
+                seed
+            )
         out = model(*args) if params is None else functional_call(model, params, args)
     if not isinstance(out, torch.Tensor):
         raise InputError(f"the model returned a {type(out).__name__}; it must return one tensor of outputs")
@@ -178,7 +178,7 @@ def seeded_forward(
 def forward_mode_jvp(model: nn.Module, args: tuple, v: Vector, *, seed: int) -> torch.Tensor:
     """J v by forward-mode AD, keeping no autograd graph (memory of a forward pass)."""
     with torch.no_grad(), fwAD.dual_level(), _quiet_torch_internals():
-        duals = {n: fwAD.make_dual(p.detach(), t) for (n, p), t in zip(trainable(model), v)}
+        duals = {n: fwAD.make_dual(p.detach(), t) for (n, p), t in zip(trainable(model), v, strict=True)}
         out = seeded_forward(model, args, seed=seed, params=duals)
         tangent = fwAD.unpack_dual(out).tangent
     return torch.zeros_like(out) if tangent is None else tangent

@@ -114,7 +114,5 @@ def _top_ritz_pair(alphas: list[float], betas: list[float]) -> tuple[float, np.n
     n = len(alphas)
     if n == 1:
         return alphas[0], np.ones(1)
-    values, vectors = eigh_tridiagonal(
-        np.asarray(alphas), np.asarray(betas[: n - 1]), select="i", select_range=(n - 1, n - 1)
-    )
+    values, vectors = eigh_tridiagonal(np.asarray(alphas), np.asarray(betas[: n - 1]), select="i", select_range=(n - 1, n - 1))
     return float(values[0]), vectors[:, 0]

@@ -43,6 +43,7 @@ class Loss:
 
     @property
     def is_cross_entropy(self) -> bool:
+        """Whether this is a softmax cross-entropy loss."""
         return self.kind == "cross_entropy"
 
     def mse_hessian_scale(self, m: int, k: int) -> float:
@@ -81,7 +82,9 @@ class Loss:
             if y.dtype.is_floating_point and y.shape == out.shape:
                 return y.to(out.dtype)
             if y.dtype.is_floating_point or y.reshape(-1).shape[0] != m:
-                raise InputError(f"cross-entropy needs one integer class per sample (shape ({m},)), got targets of shape {tuple(y.shape)}")
+                raise InputError(
+                    f"cross-entropy needs one integer class per sample (shape ({m},)), got targets of shape {tuple(y.shape)}"
+                )
             return _class_labels(y, m, k)
         if not y.dtype.is_floating_point and y.reshape(-1).shape[0] == m and k > 1:
             return F.one_hot(_class_labels(y, m, k), k).to(out.dtype)
@@ -94,14 +97,18 @@ class Loss:
         if self.kind == "cross_entropy":
             return F.cross_entropy(out, target, reduction=self.reduction)
         sq = (out - target).pow(2)
-        return {"paper": lambda: sq.mean() / 2, "mean": sq.mean, "sum": sq.sum}[self.reduction]()
+        if self.reduction == "sum":
+            return sq.sum()
+        return sq.mean() / 2 if self.reduction == "paper" else sq.mean()
 
 
 def _class_labels(y: torch.Tensor, m: int, k: int) -> torch.Tensor:
     """Integer labels as a (m,) long tensor, checked to lie in [0, k)."""
     y = y.reshape(m).long()
     if y.min() < 0 or y.max() >= k:
-        raise InputError(f"class labels must lie in [0, {k}) for a model with {k} outputs; got {y.min().item()}..{y.max().item()}")
+        raise InputError(
+            f"class labels must lie in [0, {k}) for a model with {k} outputs; got {y.min().item()}..{y.max().item()}"
+        )
     return y
 
 
@@ -110,8 +117,12 @@ _BY_NAME = {
     "mse": PAPER_MSE,
     "mse_loss_mean": Loss("mse_loss_mean", "nn.MSELoss(): L = 1/(km) Σ (f − y)²", "mse", "mean"),
     "mse_loss_sum": Loss("mse_loss_sum", "nn.MSELoss(reduction='sum'): L = Σ (f − y)²", "mse", "sum"),
-    "cross_entropy_mean": Loss("cross_entropy_mean", "nn.CrossEntropyLoss(): L = −1/m Σₐ log softmax(fₐ)_{yₐ}", "cross_entropy", "mean"),
-    "cross_entropy_sum": Loss("cross_entropy_sum", "nn.CrossEntropyLoss(reduction='sum'): L = −Σₐ log softmax(fₐ)_{yₐ}", "cross_entropy", "sum"),
+    "cross_entropy_mean": Loss(
+        "cross_entropy_mean", "nn.CrossEntropyLoss(): L = −1/m Σₐ log softmax(fₐ)_{yₐ}", "cross_entropy", "mean"
+    ),
+    "cross_entropy_sum": Loss(
+        "cross_entropy_sum", "nn.CrossEntropyLoss(reduction='sum'): L = −Σₐ log softmax(fₐ)_{yₐ}", "cross_entropy", "sum"
+    ),
 }
 _ALIASES = {"cross_entropy": "cross_entropy_mean", "ce": "cross_entropy_mean", "paper_mse": "mse"}
 LOSS_NAMES = ("mse", "cross_entropy", *(n for n in _BY_NAME if n != "mse"))
@@ -134,9 +145,7 @@ def resolve_loss(loss: Any) -> Loss:
         if loss.weight is not None:
             raise InputError("CrossEntropyLoss with class weights is not supported: drop `weight` for the estimate")
         return _module_loss("cross_entropy", loss.reduction)
-    raise InputError(
-        f"unsupported loss {type(loss).__name__}: use 'mse', 'cross_entropy', nn.MSELoss() or nn.CrossEntropyLoss()"
-    )
+    raise InputError(f"unsupported loss {type(loss).__name__}: use 'mse', 'cross_entropy', nn.MSELoss() or nn.CrossEntropyLoss()")
 
 
 def _module_loss(prefix: str, reduction: str) -> Loss:

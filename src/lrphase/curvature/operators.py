@@ -1,4 +1,4 @@
-"""Output-space curvature operators built from :class:`~lrphase.curvature.jacobian.JacobianProducts`.
+"""Output-space curvature operators, built from a batch's Jacobian products (:class:`Products`).
 
 Both are symmetric positive semi-definite on R^{m·k} and cost one vjp and one jvp per product:
 
@@ -11,15 +11,41 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Protocol
 
 import torch
 
-from .chunked import ChunkedJacobianProducts
-from .jacobian import JacobianProducts
+from .jacobian import Vector
 from .losses import Loss
 
 MatVec = Callable[[torch.Tensor], torch.Tensor]
-Products = JacobianProducts | ChunkedJacobianProducts
+
+
+class Products(Protocol):
+    """A batch's Jacobian J = ∂f/∂θ as the operators use it: the outputs f (m × k), Jᵀu and J v.
+
+    :class:`~lrphase.curvature.jacobian.JacobianProducts` (one batch),
+    :class:`~lrphase.curvature.chunked.ChunkedJacobianProducts` (micro-batched) and
+    :class:`~lrphase.curvature.distributed.ShardedProducts` (one rank's shard) implement it.
+    """
+
+    @property
+    def output(self) -> torch.Tensor:
+        """The model's outputs on the batch, (m, k), detached."""
+
+    @property
+    def mode(self) -> str:
+        """How J v is computed (see :class:`~lrphase.curvature.jacobian.JacobianProducts`)."""
+
+    @property
+    def fallback(self) -> str | None:
+        """Why J v fell back to another mode, if it did."""
+
+    def vjp(self, u: torch.Tensor) -> Vector:
+        """Jᵀu for u of the outputs' shape: one tensor per trainable parameter."""
+
+    def jvp(self, v: Vector) -> torch.Tensor:
+        """J v, of the outputs' shape."""
 
 
 def _sandwich(products: Products, left: MatVec, right: MatVec) -> MatVec:
@@ -32,7 +58,7 @@ def _sandwich(products: Products, left: MatVec, right: MatVec) -> MatVec:
 
 
 def gauss_newton(products: Products, loss: Loss, *, samples: int | None = None) -> MatVec:
-    """u ↦ Sᵀ J Jᵀ S u, the output-space Gauss–Newton operator of ``loss``.
+    """U ↦ Sᵀ J Jᵀ S u, the output-space Gauss–Newton operator of ``loss``.
 
     ``samples``: the batch size m of the normalization when ``products`` cover one shard.
     """
@@ -41,7 +67,7 @@ def gauss_newton(products: Products, loss: Loss, *, samples: int | None = None) 
 
 
 def ntk(products: Products, *, samples: int | None = None) -> MatVec:
-    """u ↦ Θ u with Θ = J Jᵀ/(k m), the paper's normalized empirical NTK."""
+    """U ↦ Θ u with Θ = J Jᵀ/(k m), the paper's normalized empirical NTK."""
     m, k = products.output.shape
     scale = 1.0 / math.sqrt(k * (samples or m))
     return _sandwich(products, lambda u: scale * u, lambda z: scale * z)

@@ -1,2 +1,5 @@
-"""Short training runs from the model's initialization: the runs themselves (:mod:`.runs`), their phase
-verdicts (:mod:`.verdict`) and the measured divergence edge of minibatch training (:mod:`.stability`)."""
+"""Short training runs from the model's initialization.
+
+The runs themselves (:mod:`.runs`), their phase verdicts (:mod:`.verdict`) and the measured
+divergence edge of minibatch training (:mod:`.stability`).
+"""

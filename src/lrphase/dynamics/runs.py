@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,6 +45,7 @@ class Run:
 
     @property
     def lambda_start(self) -> float:
+        """λ at the shared initialization."""
         return self.curvature[0][1]
 
     @property
@@ -106,8 +108,14 @@ class Trainer:
         if not torch.isfinite(products.output).all():
             return math.inf
         result = lanczos_top(
-            gauss_newton(products, self.loss), m * k, device=products.output.device, dtype=products.output.dtype,
-            tol=self.tol, max_iter=self.max_iter, seed=self.seed, v0=self._warm_start(m * k),
+            gauss_newton(products, self.loss),
+            m * k,
+            device=products.output.device,
+            dtype=products.output.dtype,
+            tol=self.tol,
+            max_iter=self.max_iter,
+            seed=self.seed,
+            v0=self._warm_start(m * k),
         )
         self._vector = result.eigenvector
         return result.eigenvalue
@@ -156,7 +164,7 @@ class Trainer:
 
 
 def sgd_step(
-    params: list[torch.Tensor],
+    params: Sequence[torch.Tensor],
     grads: tuple[torch.Tensor | None, ...],
     buffers: list[torch.Tensor | None],
     *,
@@ -171,7 +179,7 @@ def sgd_step(
     """
     beta, wd = optimizer.momentum, optimizer.weight_decay
     with torch.no_grad():
-        for i, (p, g) in enumerate(zip(params, grads)):
+        for i, (p, g) in enumerate(zip(params, grads, strict=True)):
             if g is None:
                 continue
             d = g.add(p, alpha=wd) if wd else g
@@ -215,15 +223,22 @@ def make_trainer(
     (e.g. by the probe), saves recomputing it.
     """
     with preserved_rng():
-        (x, y), = make_batches(data, batch_size=batch_size, batches=1, seed=seed)
+        ((x, y),) = make_batches(data, batch_size=batch_size, batches=1, seed=seed)
         clone, _ = working_copy(model, device=device, dtype=dtype)
     x = to_device(x, device, dtype)
     with torch.no_grad():
         out = seeded_forward(clone, as_args(x), seed=seed)
     target = loss.prepare_targets(y, out)
     trainer = Trainer(
-        clone=clone, x=x, target=target, loss=loss, optimizer=optimizer or Optimizer(), seed=seed,
-        jvp_mode="double" if jvp_mode == "auto" else jvp_mode, tol=tol, max_iter=max_iter,
+        clone=clone,
+        x=x,
+        target=target,
+        loss=loss,
+        optimizer=optimizer or Optimizer(),
+        seed=seed,
+        jvp_mode="double" if jvp_mode == "auto" else jvp_mode,
+        tol=tol,
+        max_iter=max_iter,
     )
     if initial is not None:
         trainer.start_from(initial)

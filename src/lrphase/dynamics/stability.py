@@ -204,7 +204,9 @@ class EdgeTrainer:
                 return judged(False, f"loss blew up to {ratio:.3g}× its start by step {step}", step)
             climbed = climbed + 1 if ratio >= 1.0 and lowest <= FALLEN_RATIO else 0
             if climbed == REBOUND_CHECKS:
-                return judged(False, f"loss fell to {lowest:.2g}× its start, then climbed back above it (×{ratio:.3g} at step {step})", step)
+                return judged(
+                    False, f"loss fell to {lowest:.2g}× its start, then climbed back above it (×{ratio:.3g} at step {step})", step
+                )
             lowest = min(lowest, ratio)
         final = losses[-1][1]
         if final >= 1.0:
@@ -220,7 +222,10 @@ class EdgeTrainer:
         later = sharpness(steps + SHARPNESS_GAP)
         if later < limit:
             return judged(True, f"{trained}; η·λ = {at_end:.2g}, back to {later:.2g} {SHARPNESS_GAP} steps later", step)
-        reason = f"ends past the edge of stability: η·λ = {at_end:.2g}, then {later:.2g} ≥ {limit:.3g} (λ sharpened to {curvature[-1][1]:.3g})"
+        reason = (
+            f"ends past the edge of stability: η·λ = {at_end:.2g}, then {later:.2g} ≥ {limit:.3g} "
+            f"(λ sharpened to {curvature[-1][1]:.3g})"
+        )
         return judged(False, reason, step)
 
 

@@ -86,9 +86,7 @@ def classify_run(
             break
         tracker.add(x)
     peak, peak_step, rebound, final = tracker.peak, tracker.peak_step, tracker.rebound, ratios[-1]
-    dropped = (
-        lambda_start is not None and lambda_end is not None and lr * lambda_start > 2 and lr * lambda_end < 2
-    )
+    dropped = lambda_start is not None and lambda_end is not None and lr * lambda_start > 2 and lr * lambda_end < 2
 
     def verdict(phase: RunPhase, reason: str) -> Verdict:
         return Verdict(phase, reason, peak, peak_step, final, rebound, dropped)

@@ -22,9 +22,27 @@ RELU_FAMILY = frozenset(
 SATURATING = frozenset({"tanh", "tanh_", "sigmoid", "sigmoid_", "hardtanh", "hardtanh_", "hardsigmoid"})
 OTHER_NONLINEAR = frozenset(
     {
-        "gelu", "silu", "silu_", "elu", "elu_", "selu", "selu_", "celu", "celu_", "softplus", "mish",
-        "hardswish", "softsign", "logsigmoid", "tanhshrink", "softshrink", "hardshrink", "glu", "erf",
-        "softmax", "log_softmax",
+        "gelu",
+        "silu",
+        "silu_",
+        "elu",
+        "elu_",
+        "selu",
+        "selu_",
+        "celu",
+        "celu_",
+        "softplus",
+        "mish",
+        "hardswish",
+        "softsign",
+        "logsigmoid",
+        "tanhshrink",
+        "softshrink",
+        "hardshrink",
+        "glu",
+        "erf",
+        "softmax",
+        "log_softmax",
     }
 )
 KNOWN = RELU_FAMILY | SATURATING | OTHER_NONLINEAR
@@ -66,20 +84,26 @@ def classify(calls: Iterable[str]) -> Activation:
     other = base - relu - saturating
     if other:
         return Activation(
-            "unknown", CONSERVATIVE_C_ACT,
+            "unknown",
+            CONSERVATIVE_C_ACT,
             f"unknown nonlinearity ({', '.join(sorted(other))}): using the conservative c_act = 4; "
             "calibrate it with `lrphase sweep`",
-            calls, False,
+            calls,
+            False,
         )
     if relu and saturating:
         return Activation(
-            "mixed", CONSERVATIVE_C_ACT,
+            "mixed",
+            CONSERVATIVE_C_ACT,
             f"ReLU and saturating nonlinearities ({', '.join(sorted(base))}): using the smaller c_act = 4",
-            calls, True,
+            calls,
+            True,
         )
     if relu:
         return Activation("relu", C_ACT["relu"], "ReLU network: c_act ≈ 12 (paper, Section 3)", calls, True)
     if saturating:
-        family = "sigmoid" if base <= {"sigmoid", "hardsigmoid"} else "tanh"
+        family: ActivationFamily = "sigmoid" if base <= {"sigmoid", "hardsigmoid"} else "tanh"
         return Activation(family, C_ACT[family], f"{family} network: c_act ≈ 4 (paper, Supplement C.4)", calls, True)
-    return Activation("linear", C_ACT["linear"], "no nonlinearity called: c_act = 4 (exact for the paper's linear model)", calls, True)
+    return Activation(
+        "linear", C_ACT["linear"], "no nonlinearity called: c_act = 4 (exact for the paper's linear model)", calls, True
+    )

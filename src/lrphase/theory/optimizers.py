@@ -42,8 +42,20 @@ from typing import Any
 from ..errors import InputError
 
 ADAPTIVE = (
-    "adam", "adamw", "adamax", "nadam", "radam", "rmsprop", "adagrad", "adadelta", "sparseadam", "lbfgs",
-    "adafactor", "lion", "lamb", "other",
+    "adam",
+    "adamw",
+    "adamax",
+    "nadam",
+    "radam",
+    "rmsprop",
+    "adagrad",
+    "adadelta",
+    "sparseadam",
+    "lbfgs",
+    "adafactor",
+    "lion",
+    "lamb",
+    "other",
 )
 OPTIMIZERS = ("sgd", *ADAPTIVE)
 
@@ -81,8 +93,10 @@ class Optimizer:
             return cls(name=name if name in ADAPTIVE else "other")
         group = optimizer.param_groups[0]
         return cls(
-            momentum=float(group.get("momentum", 0.0)), nesterov=bool(group.get("nesterov", False)),
-            weight_decay=float(group.get("weight_decay", 0.0)), dampening=float(group.get("dampening", 0.0)),
+            momentum=float(group.get("momentum", 0.0)),
+            nesterov=bool(group.get("nesterov", False)),
+            weight_decay=float(group.get("weight_decay", 0.0)),
+            dampening=float(group.get("dampening", 0.0)),
         )
 
     @property
@@ -116,7 +130,7 @@ class Optimizer:
 
     @property
     def step_gain(self) -> float:
-        """g in η_max = c_act/(g (λ₀ + wd)): the coefficient of the current gradient in one step."""
+        """G in η_max = c_act/(g (λ₀ + wd)): the coefficient of the current gradient in one step."""
         return 1.0 + self.momentum if self.nesterov else 1.0 - self._dampening
 
     @property

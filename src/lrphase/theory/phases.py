@@ -98,13 +98,14 @@ def predict_phases(
     if c_act is not None and not c_act > 2:
         raise ValueError(f"c_act must exceed 2 (η_max above η_crit), got {c_act}")
     user = c_act is not None
-    c = float(c_act) if user else activation.c_act
+    c = float(c_act) if c_act is not None else activation.c_act
     c_safe = c if user else min(c, SMALLEST_MEASURED_C_ACT)
     caveats = []
     if not activation.known:
         caveats.append(activation.reason)
     if cross_entropy:
         caveats.append(CROSS_ENTROPY_CAVEAT)
+    confidence: Confidence
     if cross_entropy or not activation.known or activation.family == "mixed":
         confidence = "low"
     elif activation.family == "relu" and not user:

@@ -63,6 +63,7 @@ class CheckResult:
 
     @property
     def applies(self) -> bool:
+        """False for adaptive optimizers: nothing was checked."""
         return self.optimizer.applies
 
     @property
@@ -72,27 +73,32 @@ class CheckResult:
 
     @property
     def phase(self) -> str | None:
+        """The rate's phase (None when not checked)."""
         return self.placement.phase if self.placement else None
 
     @property
     def accepted(self) -> bool | None:
+        """Whether the rate passes (None when not checked)."""
         return self.placement.accepted if self.placement else None
 
     @property
     def suggested_lr(self) -> float | None:
+        """A rate that passes, when this one does not (None when it passes, or none does)."""
         return self.placement.suggested_lr if self.placement else None
 
     @property
     def lambda0(self) -> float | None:
+        """λ₀ (None when not checked)."""
         return self.probe.estimate.lambda0 if self.probe else None
 
     @property
     def eta_lambda0(self) -> float | None:
         """η·λ₀: the rate in units of 1/λ₀ (plain GD: lazy below 2, divergent above c_act)."""
-        return self.lr * self.lambda0 if self.probe else None
+        return self.lr * self.probe.estimate.lambda0 if self.probe else None
 
     @property
     def converged(self) -> bool | None:
+        """Whether λ₀ converged (None when not checked)."""
         return self.probe.estimate.converged if self.probe else None
 
     @property
@@ -101,11 +107,14 @@ class CheckResult:
         if self.placement is None:
             return f"lr {self.lr:.4g} was not checked: {self.optimizer.reason}"
         if not self.converged:
-            return f"λ₀ did not converge, so the verdict is unreliable (raise --max-iter or loosen --tol): {self.placement.message}"
+            return (
+                f"λ₀ did not converge, so the verdict is unreliable (raise --max-iter or loosen --tol): {self.placement.message}"
+            )
         return self.placement.message
 
     @property
     def exit_code(self) -> ExitCode:
+        """The command's exit code (module doc)."""
         if self.placement is None:
             return ExitCode.NOT_APPLICABLE
         if not self.converged:
@@ -138,7 +147,9 @@ def place(phases: Advice, lr: float, *, accept: Sequence[str], margin: float = 0
     bound, name = _nearest_rejected_boundary(phases, lr, accept)
     side = f"≤ {bound / (1.0 + margin):.4g}" if lr < bound else f"≥ {bound * (1.0 + margin):.4g}"
     return Placement(
-        phase, False, suggestion,
+        phase,
+        False,
+        suggestion,
         f"{where}: within the margin {margin:g} of {name} = {bound:.4g} (needs lr {side}){advice}",
     )
 
@@ -198,16 +209,16 @@ def check(
         raise InputError("no learning rate to check: pass --lr (lr= in Python), or set lr in [tool.lrphase] or the model file")
     where = "passed to lrphase.check"
     lr = validate("lr", lr, where)
-    accept = validate("accept", accept, where)
+    accepted: tuple[str, ...] = validate("accept", accept, where)
     if margin is not None:
         margin = validate("margin", margin, where)
     if not spec.applies:
-        return CheckResult(lr, spec, accept, margin or 0.0, None, None)
+        return CheckResult(lr, spec, accepted, margin or 0.0, None, None)
     options.setdefault("ntk", False)
     probed = probe(model, data, loss=loss, c_act=c_act, optimizer=spec, jvp_mode=jvp_mode, progress=progress, **options)
     if margin is None:
         margin = MEASURED_MARGIN if probed.advice.source == "measured" else 0.0
-    return CheckResult(lr, spec, accept, margin, probed, place(probed.advice, lr, accept=accept, margin=margin))
+    return CheckResult(lr, spec, accepted, margin, probed, place(probed.advice, lr, accept=accepted, margin=margin))
 
 
 def _optimizer(
@@ -221,8 +232,11 @@ def _optimizer(
     """The optimizer spec, and the learning rate of a torch optimizer's first parameter group."""
     if isinstance(optimizer, str):
         spec = Optimizer(
-            name=optimizer.lower(), momentum=momentum or 0.0, nesterov=bool(nesterov),
-            weight_decay=weight_decay or 0.0, dampening=dampening or 0.0,
+            name=optimizer.lower(),
+            momentum=momentum or 0.0,
+            nesterov=bool(nesterov),
+            weight_decay=weight_decay or 0.0,
+            dampening=dampening or 0.0,
         )
         return spec, None
     if any(value is not None for value in (momentum, nesterov, weight_decay, dampening)):

@@ -53,8 +53,17 @@ def confirm(
     """Train at ``probed``'s recommended rate and at 0.5·η_crit of its advice; classify both runs."""
     est, ph = probed.estimate, probed.advice
     trainer = make_trainer(
-        model, data, loss=est.loss, batch_size=batch_size, device=torch.device(est.device), dtype=dtype,
-        seed=seed, optimizer=optimizer, jvp_mode=est.jvp_mode, tol=est.tol, initial=est.per_batch[0].gn,
+        model,
+        data,
+        loss=est.loss,
+        batch_size=batch_size,
+        device=torch.device(est.device),
+        dtype=dtype,
+        seed=seed,
+        optimizer=optimizer,
+        jvp_mode=est.jvp_mode,
+        tol=est.tol,
+        initial=est.per_batch[0].gn,
     )
     runs = []
     for role, lr in (("recommended", ph.eta_recommended), ("reference", 0.5 * ph.eta_crit)):

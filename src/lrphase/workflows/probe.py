@@ -91,17 +91,22 @@ def probe(
         options.setdefault("ntk", False)
     estimate = estimate_lambda0(model, data, loss=loss_spec, **options)
     activation = classify(estimate.nonlinearities)
-    phases = predict_phases(
-        estimate.lambda0, activation, cross_entropy=loss_spec.is_cross_entropy, c_act=c_act, optimizer=opt
-    )
+    phases = predict_phases(estimate.lambda0, activation, cross_entropy=loss_spec.is_cross_entropy, c_act=c_act, optimizer=opt)
     exact = prediction_exact(loss_spec, opt, activation, full_batch=full_batch)
     if not opt.applies or measure is False or (measure is None and exact):
         advice = predicted_advice(phases, exact=exact)
         return ProbeResult(estimate, activation, phases, advice)
     trainer = make_edge_trainer(
-        model, data, loss=loss_spec, optimizer=opt, batch_size=options.get("batch_size"),
-        device=torch.device(estimate.device), dtype=options.get("dtype"), seed=options.get("seed", 0),
-        jvp_mode=estimate.jvp_mode, initial=estimate.per_batch[0].gn if world()[1] == 1 else None,
+        model,
+        data,
+        loss=loss_spec,
+        optimizer=opt,
+        batch_size=options.get("batch_size"),
+        device=torch.device(estimate.device),
+        dtype=options.get("dtype"),
+        seed=options.get("seed", 0),
+        jvp_mode=estimate.jvp_mode,
+        initial=estimate.per_batch[0].gn if world()[1] == 1 else None,
     )
     start = start_rate(estimate.lambda0, loss_spec, opt, phases.c_act)
     measurement = search_edge(trainer, start=start, lambda0=estimate.lambda0, steps=measure_steps, on_run=on_run)

@@ -61,6 +61,7 @@ class Boundary:
 
     @property
     def estimate(self) -> float:
+        """The geometric midpoint √(below·above)."""
         return math.sqrt(self.below * self.above)
 
 
@@ -82,15 +83,18 @@ class SweepResult:
 
     @property
     def eta_crit_empirical(self) -> float | None:
+        """The empirical η_crit, where the grid bracketed it."""
         return self.crit.estimate if self.crit else None
 
     @property
     def eta_max_empirical(self) -> float | None:
+        """The empirical η_max, where the grid bracketed it."""
         return self.max.estimate if self.max else None
 
     @property
     def c_act_fitted(self) -> float | None:
-        return self.eta_max_empirical * self.lambda0 if self.max else None
+        """c_act = η_max,emp · λ₀, where η_max was bracketed."""
+        return self.max.estimate * self.lambda0 if self.max else None
 
 
 def default_grid(eta_crit: float, eta_max: float, points: int) -> list[float]:
@@ -121,10 +125,12 @@ def run_sweep(
     out_dir: str | Path | None = None,
     on_run: Callable[[SweepRun, int, int], None] | None = None,
 ) -> SweepResult:
-    """Train at each rate of ``lrs`` (default: :func:`default_grid`, extended as the module doc says) and locate the boundaries.
+    """Train at each rate of ``lrs`` and locate the phase boundaries.
 
-    λ₀ is measured on the training batch (the NTK λ₀, which the sweep does not use, is not). Under ``torch.distributed`` the grid's rates and
-    each refinement round's rates are shared out across the ranks. With ``out_dir`` each finished run is written to
+    ``lrs`` defaults to :func:`default_grid`, extended as the module doc says. λ₀ is measured on
+    the training batch (the NTK λ₀, which the sweep does not use, is not). Under
+    ``torch.distributed`` the grid's rates and each refinement round's rates are shared out across
+    the ranks. With ``out_dir`` each finished run is written to
     ``out_dir/run-<lr>.json`` at once, and runs already there with the same settings are reused.
     """
     if steps < 1 or refine < 0:
@@ -132,15 +138,40 @@ def run_sweep(
     if lrs is not None and (not lrs or any(not lr > 0 for lr in lrs)):
         raise InputError("--lrs must list positive learning rates")
     probed = probe(
-        model, data, loss=loss, c_act=c_act, optimizer=optimizer, measure=False, batch_size=batch_size, batches=1,
-        device=device, dtype=dtype, seed=seed, tol=tol, max_iter=max_iter, distributed=False, ntk=False,
+        model,
+        data,
+        loss=loss,
+        c_act=c_act,
+        optimizer=optimizer,
+        measure=False,
+        batch_size=batch_size,
+        batches=1,
+        device=device,
+        dtype=dtype,
+        seed=seed,
+        tol=tol,
+        max_iter=max_iter,
+        distributed=False,
+        ntk=False,
     )
     est, ph = probed.estimate, probed.phases
     trainer = make_trainer(
-        model, data, loss=est.loss, batch_size=batch_size, device=torch.device(est.device), dtype=dtype, seed=seed,
-        optimizer=optimizer, jvp_mode=est.jvp_mode, tol=tol, max_iter=max_iter, initial=est.per_batch[0].gn,
+        model,
+        data,
+        loss=est.loss,
+        batch_size=batch_size,
+        device=torch.device(est.device),
+        dtype=dtype,
+        seed=seed,
+        optimizer=optimizer,
+        jvp_mode=est.jvp_mode,
+        tol=tol,
+        max_iter=max_iter,
+        initial=est.per_batch[0].gn,
     )
-    store = _RunStore(out_dir, dict(steps=steps, seed=seed, batch_size=est.batch_size, loss=est.loss.name, optimizer=asdict(trainer.optimizer)))
+    store = _RunStore(
+        out_dir, dict(steps=steps, seed=seed, batch_size=est.batch_size, loss=est.loss.name, optimizer=asdict(trainer.optimizer))
+    )
     grid = sorted(lrs) if lrs is not None else default_grid(ph.eta_crit, ph.eta_max, points)
     rank, size = world()
     total = len(grid[rank::size]) + refine * (2 if size == 1 else 1)  # the runs this rank trains, before extensions
@@ -236,8 +267,10 @@ class _RunStore:
         if record.get("settings") != self.settings:
             return None
         return Run(
-            lr=record["lr"], losses=tuple(float(x) for x in record["losses"]),
-            curvature=tuple((int(s), float(v)) for s, v in record["curvature"]), steps=record["steps"],
+            lr=record["lr"],
+            losses=tuple(float(x) for x in record["losses"]),
+            curvature=tuple((int(s), float(v)) for s, v in record["curvature"]),
+            steps=record["steps"],
             stopped=record["stopped"],
         )
 

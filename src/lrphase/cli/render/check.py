@@ -66,12 +66,14 @@ def render_check(result: CheckResult, console: Console, *, source: str | None = 
     table.add_row(crit, f"{ph.eta_crit:.4g}", "lazy below, catapult above")
     if ph.measurement is not None:
         table.add_row(
-            "η_max (measured)", f"{ph.eta_max:.4g}",
+            "η_max (measured)",
+            f"{ph.eta_max:.4g}",
             f"largest rate that trained; divergent above (predicted {ph.eta_max_predicted:.4g})",
         )
     else:
         table.add_row(
-            f"η_max = {ph.optimizer.max_formula()}", f"{ph.eta_max:.4g}",
+            f"η_max = {ph.optimizer.max_formula()}",
+            f"{ph.eta_max:.4g}",
             f"predicted, c_act = {ph.prediction.c_act:g}; divergent above",
         )
     table.add_row("recommended η", f"{ph.eta_recommended:.4g}", f"confidence: {ph.confidence}")
@@ -81,7 +83,11 @@ def render_check(result: CheckResult, console: Console, *, source: str | None = 
         render_measurement(ph.measurement, console)
     if result.suggested_lr is not None:
         console.print(f"suggested lr: [bold green]{result.suggested_lr:.4g}[/]")
-    verdict = {ExitCode.OK: "[bold green]PASS[/]", ExitCode.FAILED: "[bold red]FAIL[/]", ExitCode.NOT_CONVERGED: "[bold red]NOT CONVERGED[/]"}
+    verdict = {
+        ExitCode.OK: "[bold green]PASS[/]",
+        ExitCode.FAILED: "[bold red]FAIL[/]",
+        ExitCode.NOT_CONVERGED: "[bold red]NOT CONVERGED[/]",
+    }
     console.print(f"{verdict[result.exit_code]} (exit {int(result.exit_code)}): {result.message}")
     for caveat in ph.caveats:
         console.print(f"[yellow]caution:[/] {caveat}")

@@ -60,8 +60,9 @@ def confirmation_to_dict(confirmation: Confirmation) -> dict[str, Any]:
 
 def render_confirmation(confirmation: Confirmation, console: Console) -> None:
     """The two confirmation runs: verdict, peak, λ at the end against 2/η, and the loss curve."""
-    table = Table(title=f"confirmation: {confirmation.optimizer.describe()} on one fixed batch", title_justify="left",
-                  header_style="bold")
+    table = Table(
+        title=f"confirmation: {confirmation.optimizer.describe()} on one fixed batch", title_justify="left", header_style="bold"
+    )
     for column in ("run", "η", "predicted → seen", "peak L/L₀ @step", "λ_t min–max", "λ_end vs 2/η"):
         table.add_column(column, justify="left" if column in ("run", "predicted → seen") else "right")
     for c in confirmation.runs:
@@ -69,8 +70,11 @@ def render_confirmation(confirmation: Confirmation, console: Console) -> None:
         values = [value for _, value in run.curvature if math.isfinite(value)]
         relation = "<" if run.lambda_end < 2 / run.lr else "≥"
         table.add_row(
-            c.role, f"{run.lr:.4g}", f"{c.predicted} → [{PHASE_STYLE[v.phase]}]{v.phase}[/]",
-            f"{v.peak_loss_ratio:.3g} @{v.peak_step}", f"{min(values):.3g}–{max(values):.3g}",
+            c.role,
+            f"{run.lr:.4g}",
+            f"{c.predicted} → [{PHASE_STYLE[v.phase]}]{v.phase}[/]",
+            f"{v.peak_loss_ratio:.3g} @{v.peak_step}",
+            f"{min(values):.3g}–{max(values):.3g}",
             f"{run.lambda_end:.3g} {relation} {2 / run.lr:.3g}",
         )
     console.print(table)
@@ -88,8 +92,7 @@ def render_confirmation(confirmation: Confirmation, console: Console) -> None:
 def _sharpening(confirmation: Confirmation) -> str | None:
     """A warning when the curvature grew well above λ₀ during a run (progressive sharpening)."""
     growth = max(
-        max(value for _, value in c.run.curvature if math.isfinite(value)) / c.run.lambda_start
-        for c in confirmation.runs
+        max(value for _, value in c.run.curvature if math.isfinite(value)) / c.run.lambda_start for c in confirmation.runs
     )
     if growth < SHARPENING_WARNING:
         return None
@@ -126,15 +129,21 @@ def render_sweep(result: SweepResult, console: Console, *, source: str | None = 
     """Per-rate table with loss curves, then predicted against empirical boundaries."""
     ph = result.probe.phases
     title = f"lrphase sweep — {source}" if source else "lrphase sweep"
-    table = Table(title=f"{title} ({result.steps} steps, {result.optimizer.describe()})", title_justify="left", header_style="bold")
+    table = Table(
+        title=f"{title} ({result.steps} steps, {result.optimizer.describe()})", title_justify="left", header_style="bold"
+    )
     for column in ("η", "η·λ₀", "phase", "peak L/L₀", "final L/L₀", "λ_end", "loss (log)"):
         table.add_column(column, justify="left" if column in ("phase", "loss (log)") else "right")
     for r in result.runs:
         v, run = r.verdict, r.run
         table.add_row(
-            f"{run.lr:.4g}", f"{run.lr * result.lambda0:.3g}", f"[{PHASE_STYLE[v.phase]}]{v.phase}[/]",
-            f"{v.peak_loss_ratio:.3g}", f"{v.final_loss_ratio:.3g}",
-            f"{run.lambda_end:.4g}" if math.isfinite(run.lambda_end) else "—", sparkline(run.losses, width=12),
+            f"{run.lr:.4g}",
+            f"{run.lr * result.lambda0:.3g}",
+            f"[{PHASE_STYLE[v.phase]}]{v.phase}[/]",
+            f"{v.peak_loss_ratio:.3g}",
+            f"{v.final_loss_ratio:.3g}",
+            f"{run.lambda_end:.4g}" if math.isfinite(run.lambda_end) else "—",
+            sparkline(run.losses, width=12),
         )
     console.print(table)
     summary = Table(title="phase boundaries", title_justify="left", header_style="bold")

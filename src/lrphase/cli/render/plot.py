@@ -34,8 +34,9 @@ def plot_sweep(result: SweepResult, path: str | Path) -> Path:
     curvature.plot(lrs, [2 / lr for lr in lrs], "k--", lw=1, label="2/η")
     curvature.axvline(ph.eta_crit, color="tab:green", ls=":", label="η_crit = 2/λ₀ (predicted)")
     curvature.axvline(ph.eta_max, color="tab:red", ls=":", label=f"η_max = {ph.c_act:g}/λ₀ (predicted)")
-    curvature.set(xscale="log", yscale="log", xlabel="learning rate η", ylabel="λ at the end",
-                  title=f"curvature after {result.steps} steps")
+    curvature.set(
+        xscale="log", yscale="log", xlabel="learning rate η", ylabel="λ at the end", title=f"curvature after {result.steps} steps"
+    )
     curvature.xaxis.set_minor_formatter(NullFormatter())
     curvature.legend(fontsize=8)
     fig.tight_layout()

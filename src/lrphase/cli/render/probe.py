@@ -133,11 +133,13 @@ def render_probe(result: ProbeResult, console: Console, *, source: str | None = 
     sharp = advice.lambda_sharp
     if measurement is not None and sharp is not None:
         table.add_row(
-            f"λ after {measurement.steps} steps", f"{sharp:.5g}",
+            f"λ after {measurement.steps} steps",
+            f"{sharp:.5g}",
             f"sharpened {sharp / est.lambda0:.3g}× λ₀ in the runs that trained",
         )
         table.add_row(
-            "η_crit = 2F/λ", f"{advice.eta_crit:.4g}",
+            "η_crit = 2F/λ",
+            f"{advice.eta_crit:.4g}",
             f"lazy below, at the sharpened curvature ({opt.crit_formula()} = {ph.eta_crit:.4g} at init)",
         )
     else:
@@ -147,13 +149,15 @@ def render_probe(result: ProbeResult, console: Console, *, source: str | None = 
         fails = measurement.first_failure
         bracket = f", {fails:.4g} failed" if fails is not None else ", none failed"
         table.add_row(
-            "η_max (measured)", f"{advice.eta_max:.4g}",
+            "η_max (measured)",
+            f"{advice.eta_max:.4g}",
             f"largest rate that trained{bracket}; predicted {opt.max_formula()} = {ph.eta_max:.4g}",
         )
     else:
         table.add_row(f"η_max = {opt.max_formula()}", f"{ph.eta_max:.4g}", f"predicted, {predicted}")
     table.add_row(
-        "[bold green]recommended η[/]", f"[bold green]{advice.eta_recommended:.4g}[/]",
+        "[bold green]recommended η[/]",
+        f"[bold green]{advice.eta_recommended:.4g}[/]",
         f"{advice.eta_recommended * ph.lambda0:.3g}/λ₀; confidence: {advice.confidence}",
     )
     console.print(table)
@@ -168,7 +172,8 @@ def render_probe(result: ProbeResult, console: Console, *, source: str | None = 
     phases.add_row("lazy", f"η < {advice.eta_crit:.4g}", "loss decreases monotonically; curvature stays near λ")
     if advice.eta_crit < advice.eta_max:
         phases.add_row(
-            "catapult", f"{advice.eta_crit:.4g} < η < {advice.eta_max:.4g}",
+            "catapult",
+            f"{advice.eta_crit:.4g} < η < {advice.eta_max:.4g}",
             "loss spikes, curvature drops below 2/η, then converges",
         )
     else:
@@ -200,14 +205,17 @@ def render_measurement(measurement: EdgeMeasurement, console: Console) -> None:
     table = Table(
         title=f"measured edge: {len(measurement.runs)} runs of ≤ {measurement.steps} steps on minibatches of "
         f"{measurement.batch_size} ({measurement.steps_trained} steps in all)",
-        title_justify="left", header_style="bold",
+        title_justify="left",
+        header_style="bold",
     )
     for column in ("η", "η·λ₀", "verdict", "λ_end", "why"):
         table.add_column(column, justify="right" if column in ("η", "η·λ₀", "λ_end") else "left")
     for r in sorted(measurement.runs, key=lambda run: run.lr):
         table.add_row(
-            f"{r.lr:.4g}", f"{r.lr * measurement.lambda0:.3g}",
+            f"{r.lr:.4g}",
+            f"{r.lr * measurement.lambda0:.3g}",
             "[green]trains[/]" if r.trains else "[red]fails[/]",
-            f"{r.lambda_end:.4g}" if r.lambda_end is not None else "—", r.reason,
+            f"{r.lambda_end:.4g}" if r.lambda_end is not None else "—",
+            r.reason,
         )
     console.print(table)
