@@ -1,0 +1,1042 @@
+"""Training quality: does training at the rate a method suggests train well.
+
+For each model of a small zoo (eleven models on scikit-learn's bundled data sets or seeded
+synthetic tasks; ``--list`` names them) and each seed, it compares
+
+* **grid** (ground truth): training at every rate 2^(k/2) of the model's lattice range
+  (factor √2 between neighbours, from clearly too small to failing);
+* **lrphase**: ``lrphase.probe(model, (X_train, Y_train), loss=..., optimizer=lrphase.Optimizer(...),
+  batch_size=64, seed=seed)``, trained at ``eta_recommended``; its ``eta_max`` is compared with
+  the grid's first failing rate; the paper's extrapolated advice (``measure=False``, lrphase 0.1's
+  only advice) is trained too, for comparison;
+* **range test**: torch-lr-finder's ``LRFinder.range_test`` (100 steps, exponential from
+  ``--range-start``, default 1e-7, to ``--range-end``, default the top of the model's grid, which
+  lies past divergence; the library's default smoothing 0.05 and early stop at 5× the best loss)
+  with the same optimizer, loss and batch-64 loader, on a copy of the same initialization. Its
+  suggestions "steepest" (the rate at the most negative ``np.gradient`` of the smoothed loss, the
+  first 10 and last 5 points skipped, as ``LRFinder.plot(suggest_lr=True)``) and "min/10"
+  (fastai: the rate at the smallest smoothed loss of the same points, divided by 10) are each
+  trained. Non-finite losses are dropped before both suggestions.
+
+Training protocol (every run, grid or method): the seed sets the initialization
+(``torch.manual_seed(seed)`` before the model is built) and the shuffling (a generator seeded with
+it); ``torch.optim.SGD`` with the model's momentum, Nesterov flag and weight decay; batch 64,
+reshuffled every epoch, incomplete last batch dropped; a fixed number of epochs per model
+(≈600–700 steps each); model in train mode. Then, in eval mode on the test split (25%, split once
+with a fixed seed; features standardized with the training statistics), the score: test accuracy
+(classification) or test MSE = mean (f − y)² (regression, targets standardized).
+
+A run **fails** when its training loss becomes non-finite or exceeds 1e3× its first value (the run
+stops there), or the mean training loss of its last epoch is not below that of its first epoch
+(training did not lower the loss it trains on, whatever the test score says), or its test outputs are
+non-finite, or a classifier ends at ≤ chance + 0.05 (chance:
+the accuracy of always predicting the training set's most frequent class), or a regressor ends at a
+test MSE ≥ that of predicting the training mean. A failed run scores its measured accuracy (0 when
+the loss or outputs were non-finite), or an MSE of +inf.
+
+Per (model, seed) the grid gives the best rate and score (the smallest rate reaching the best
+score), the **first failing rate** (the smallest grid rate above the best rate whose run fails) and
+the 99% window (the smallest and largest rate whose runs pass and reach 99% of the best). A method's
+score is reported as a fraction of the grid-best: accuracy ÷ best accuracy, or best MSE ÷ method
+MSE. It reaches "99%" at a fraction ≥ 0.99 (regression: MSE ≤ 1.10× best) and "95%" at ≥ 0.95
+(regression: MSE ≤ 1.5× best). η_max "within 1.5×" means η_max ÷ first failing rate ∈ [1/1.5, 1.5].
+
+Cost, in training steps: in the same process, side by side, the median time of one training step of
+the model at batch 64 (50 steps after 10 warm-up steps), then the wall time of ``lrphase.probe``
+and of the whole range test (model copy, loader, optimizer, LRFinder) divided by it.
+
+Grid runs are cached in ``--cache`` (default ``out/training_quality_grid.json``), keyed by
+protocol version, model, seed and rate, so a rerun that changes only lrphase retrains nothing.
+
+    python benchmarks/training_quality.py [--models digits_relu,...] [--seeds 3] [--skip-grid]
+        [--only grid|rangetest|lrphase] [--json out/training_quality.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import functools
+import io
+import itertools
+import json
+import math
+import statistics
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import lrphase
+from lrphase.workflows.check import MEASURED_MARGIN
+
+PROTOCOL = "training-quality-2"  # bump whenever a model, a data set or the training protocol changes
+BATCH = 64
+TEST_FRACTION = 0.25
+SPLIT_SEED = 0
+DIVERGENCE_FACTOR = 1e3
+CHANCE_MARGIN = 0.05
+RANGE_TEST_STEPS = 100
+STEP_TIMING = (10, 50)  # warm-up steps, timed steps
+THRESHOLDS = {  # score fraction needed for "99%" and "95%"
+    "classification": (0.99, 0.95),
+    "regression": (1 / 1.10, 1 / 1.5),
+}
+ETA_MAX_TOLERANCE = 1.5
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+# --------------------------------------------------------------------------- data
+
+
+@dataclass(frozen=True)
+class Split:
+    """Training and test data; targets in the form the loss takes, test labels for accuracy."""
+
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    labels_train: torch.Tensor | None  # class labels (classification only)
+    labels_test: torch.Tensor | None
+
+
+def _split(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    order = np.random.default_rng(SPLIT_SEED).permutation(len(x))
+    n_test = round(TEST_FRACTION * len(x))
+    test, train = order[:n_test], order[n_test:]
+    return x[train], y[train], x[test], y[test]
+
+
+def _standardize(train: np.ndarray, test: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """Standardize with the training statistics (constant features are only centred)."""
+    mean, std = train.mean(axis=0), train.std(axis=0)
+    std = np.where(std > 0, std, 1.0)
+    as_tensor = functools.partial(torch.tensor, dtype=torch.float32)
+    return as_tensor((train - mean) / std), as_tensor((test - mean) / std)
+
+
+def classification_split(
+    x: np.ndarray, labels: np.ndarray, *, one_hot: bool = False, standardize: bool = True
+) -> Split:
+    """Labels as long targets (cross-entropy), or one-hot float targets (MSE) with ``one_hot``."""
+    x_train, l_train, x_test, l_test = _split(x, labels)
+    if standardize:
+        xt, xs = _standardize(x_train, x_test)
+    else:
+        xt, xs = torch.as_tensor(x_train), torch.as_tensor(x_test)
+    lt, ls = torch.as_tensor(l_train, dtype=torch.long), torch.as_tensor(l_test, dtype=torch.long)
+    if one_hot:
+        classes = int(labels.max()) + 1
+        return Split(xt, F.one_hot(lt, classes).float(), xs, F.one_hot(ls, classes).float(), lt, ls)
+    return Split(xt, lt, xs, ls, lt, ls)
+
+
+def regression_split(x: np.ndarray, y: np.ndarray) -> Split:
+    """Features and the (scalar) target standardized with the training statistics; targets (m, 1)."""
+    x_train, y_train, x_test, y_test = _split(x, y.reshape(-1, 1))
+    xt, xs = _standardize(x_train, x_test)
+    yt, ys = _standardize(y_train, y_test)
+    return Split(xt, yt, xs, ys, None, None)
+
+
+@functools.cache
+def digits(one_hot: bool = False) -> Split:
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    return classification_split(bunch.data, bunch.target, one_hot=one_hot)
+
+
+@functools.cache
+def breast_cancer() -> Split:
+    from sklearn.datasets import load_breast_cancer
+
+    bunch = load_breast_cancer()
+    return classification_split(bunch.data, bunch.target)
+
+
+@functools.cache
+def diabetes() -> Split:
+    from sklearn.datasets import load_diabetes
+
+    bunch = load_diabetes()
+    return regression_split(bunch.data, bunch.target)
+
+
+@functools.cache
+def teacher_regression(samples: int = 4000, dim: int = 16, hidden: int = 32, noise: float = 0.1) -> Split:
+    """Targets from a random tanh teacher MLP of Gaussian inputs, standardized, plus Gaussian noise."""
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((samples, dim))
+    w1 = rng.standard_normal((dim, hidden)) / math.sqrt(dim)
+    w2 = rng.standard_normal(hidden) / math.sqrt(hidden)
+    y = np.tanh(x @ w1) @ w2
+    y = (y - y.mean()) / y.std() + noise * rng.standard_normal(samples)
+    return regression_split(x, y)
+
+
+def mode_sequences(samples: int, vocab: int, length: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Uniform random token sequences whose most frequent token is unique; label = that token."""
+    rng = np.random.default_rng(seed)
+    tokens = rng.integers(0, vocab, size=(8 * samples, length))
+    counts = np.stack([(tokens == v).sum(axis=1) for v in range(vocab)], axis=1)
+    top = counts.max(axis=1, keepdims=True)
+    unique = (counts == top).sum(axis=1) == 1
+    tokens, counts = tokens[unique][:samples], counts[unique][:samples]
+    if len(tokens) < samples:
+        raise ValueError("too few sequences with a unique most frequent token; raise the oversampling")
+    return tokens, counts.argmax(axis=1)
+
+
+@functools.cache
+def token_mode() -> Split:
+    """Transformer task: 16 tokens, length 12, label = the most frequent token (16 classes)."""
+    tokens, labels = mode_sequences(3000, vocab=16, length=12, seed=2)
+    return classification_split(tokens, labels, standardize=False)
+
+
+@functools.cache
+def one_hot_mode() -> Split:
+    """Recurrent task: one-hot tokens from 4, length 12, label = the most frequent token (4 classes)."""
+    tokens, labels = mode_sequences(3000, vocab=4, length=12, seed=3)
+    return classification_split(np.eye(4, dtype=np.float32)[tokens], labels, standardize=False)
+
+
+# --------------------------------------------------------------------------- models
+
+
+def mlp(widths: tuple[int, ...], activation: Callable[[], nn.Module], *, batch_norm: bool = False) -> nn.Sequential:
+    """Linear layers of the given widths with ``activation`` (after BatchNorm1d with ``batch_norm``) between them."""
+    layers: list[nn.Module] = []
+    for i, (a, b) in enumerate(itertools.pairwise(widths)):
+        layers.append(nn.Linear(a, b))
+        if i < len(widths) - 2:
+            layers.extend([nn.BatchNorm1d(b), activation()] if batch_norm else [activation()])
+    return nn.Sequential(*layers)
+
+
+def digits_cnn() -> nn.Sequential:
+    return nn.Sequential(
+        nn.Unflatten(1, (1, 8, 8)),
+        nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(),
+        nn.Conv2d(16, 32, 3, stride=2, padding=1), nn.ReLU(),
+        nn.Flatten(), nn.Linear(32 * 4 * 4, 10),
+    )
+
+
+class AttentionBlock(nn.Module):
+    """Pre-LayerNorm transformer block; attention written out (no fused kernels, which lrphase cannot differentiate)."""
+
+    def __init__(self, dim: int, heads: int) -> None:
+        super().__init__()
+        self.heads = heads
+        self.norm1 = nn.LayerNorm(dim)
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = nn.Sequential(nn.Linear(dim, 2 * dim), nn.GELU(), nn.Linear(2 * dim, dim))
+
+    def attention(self, x: torch.Tensor) -> torch.Tensor:
+        b, t, d = x.shape
+        q, k, v = self.qkv(x).view(b, t, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        weights = torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(d // self.heads), dim=-1)
+        return self.proj((weights @ v).transpose(1, 2).reshape(b, t, d))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attention(self.norm1(x))
+        return x + self.mlp(self.norm2(x))
+
+
+class TokenTransformer(nn.Module):
+    """Token and position embeddings, attention blocks, LayerNorm, mean pooling, a linear head."""
+
+    def __init__(self, vocab: int = 16, length: int = 12, dim: int = 32, heads: int = 2, depth: int = 1) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(vocab, dim)
+        self.position = nn.Parameter(0.02 * torch.randn(length, dim))
+        self.blocks = nn.Sequential(*(AttentionBlock(dim, heads) for _ in range(depth)))
+        self.norm = nn.LayerNorm(dim)
+        self.head = nn.Linear(dim, vocab)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        x = self.blocks(self.embed(tokens) + self.position)
+        return self.head(self.norm(x).mean(dim=1))
+
+
+class ElmanClassifier(nn.Module):
+    """h_t = tanh(W x_t + U h_{t−1} + b), a Python loop over time (no fused RNN kernel); logits from the last h."""
+
+    def __init__(self, inputs: int = 4, hidden: int = 64, classes: int = 4) -> None:
+        super().__init__()
+        self.hidden = hidden
+        self.input = nn.Linear(inputs, hidden)
+        self.recurrent = nn.Linear(hidden, hidden, bias=False)
+        self.head = nn.Linear(hidden, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        drive = self.input(x)
+        h = x.new_zeros(x.shape[0], self.hidden)
+        for t in range(x.shape[1]):
+            h = torch.tanh(drive[:, t] + self.recurrent(h))
+        return self.head(h)
+
+
+# --------------------------------------------------------------------------- the zoo
+
+
+@dataclass(frozen=True)
+class Task:
+    """A model with its data, loss, optimizer hyperparameters, training budget and rate lattice."""
+
+    name: str
+    description: str
+    build: Callable[[], nn.Module]
+    data: Callable[[], Split]
+    loss: str  # "cross_entropy" or "mse" (the paper's L = 1/(2km) Σ (f − y)²)
+    kind: str  # "classification" or "regression"
+    epochs: int
+    momentum: float = 0.0
+    nesterov: bool = False
+    weight_decay: float = 0.0
+    lattice: tuple[int, int] = (-27, 10)  # grid rates 2^(k/2), k in this closed range (default 8.6e-5 … 32)
+
+    @property
+    def optimizer_text(self) -> str:
+        parts = ["SGD"] + ([f"momentum {self.momentum:g}"] if self.momentum else [])
+        parts += (["Nesterov"] if self.nesterov else []) + ([f"wd {self.weight_decay:g}"] if self.weight_decay else [])
+        return ", ".join(parts)
+
+    def grid(self) -> list[float]:
+        return [2.0 ** (k / 2) for k in range(self.lattice[0], self.lattice[1] + 1)]
+
+    def model(self, seed: int) -> nn.Module:
+        torch.manual_seed(seed)
+        return self.build()
+
+    def sgd(self, params: Iterator[nn.Parameter], lr: float) -> torch.optim.SGD:
+        return torch.optim.SGD(
+            params, lr=lr, momentum=self.momentum, nesterov=self.nesterov, weight_decay=self.weight_decay
+        )
+
+    def lrphase_optimizer(self) -> Any:
+        return lrphase.Optimizer(
+            name="sgd", momentum=self.momentum, nesterov=self.nesterov, weight_decay=self.weight_decay
+        )
+
+    def loss_value(self, out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if self.loss == "cross_entropy":
+            return F.cross_entropy(out, target)
+        return 0.5 * F.mse_loss(out, target)
+
+    def criterion(self) -> nn.Module:
+        """The training loss as a module, for the range test."""
+        return nn.CrossEntropyLoss() if self.loss == "cross_entropy" else PaperMSELoss()
+
+
+class PaperMSELoss(nn.Module):
+    """The paper's L = 1/(2km) Σ (f − y)² (lrphase's ``loss="mse"``)."""
+
+    def forward(self, out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return 0.5 * F.mse_loss(out, target)
+
+
+DIGITS = (64, 256, 256, 10)
+MOMENTUM_LATTICE = (-33, 10)  # 1.1e-5 … 32: with momentum 0.9 the too-small rates lie lower
+TASKS = {
+    task.name: task
+    for task in (
+        Task("digits_relu", "digits MLP 64-256-256-10 ReLU", lambda: mlp(DIGITS, nn.ReLU), digits,
+             "cross_entropy", "classification", epochs=30),
+        Task("digits_tanh", "digits MLP 64-256-256-10 tanh", lambda: mlp(DIGITS, nn.Tanh), digits,
+             "cross_entropy", "classification", epochs=30, lattice=(-27, 18)),
+        Task("digits_gelu", "digits MLP 64-256-256-10 GELU", lambda: mlp(DIGITS, nn.GELU), digits,
+             "cross_entropy", "classification", epochs=30, momentum=0.9, lattice=MOMENTUM_LATTICE),
+        Task("digits_cnn", "digits CNN 1×8×8, conv16, conv32/2, ReLU, linear", digits_cnn, digits,
+             "cross_entropy", "classification", epochs=30),
+        Task("digits_bn", "digits MLP 64-256-256-10, BatchNorm1d (train mode) + ReLU",
+             lambda: mlp(DIGITS, nn.ReLU, batch_norm=True), digits,
+             "cross_entropy", "classification", epochs=30, momentum=0.9, lattice=MOMENTUM_LATTICE),
+        Task("digits_mse", "digits MLP 64-256-256-10 ReLU, paper MSE on one-hot targets", lambda: mlp(DIGITS, nn.ReLU),
+             functools.partial(digits, one_hot=True), "mse", "classification", epochs=30),
+        Task("cancer_nesterov", "breast-cancer MLP 30-64-64-2 ReLU", lambda: mlp((30, 64, 64, 2), nn.ReLU),
+             breast_cancer, "cross_entropy", "classification", epochs=100, momentum=0.9, nesterov=True,
+             weight_decay=5e-4, lattice=MOMENTUM_LATTICE),
+        Task("diabetes_tanh", "diabetes regression MLP 10-64-64-1 tanh", lambda: mlp((10, 64, 64, 1), nn.Tanh),
+             diabetes, "mse", "regression", epochs=120),
+        Task("teacher_relu", "teacher (tanh 16-32-1) regression, ReLU student 16-128-128-1",
+             lambda: mlp((16, 128, 128, 1), nn.ReLU), teacher_regression, "mse", "regression", epochs=14, momentum=0.9,
+             lattice=MOMENTUM_LATTICE),
+        Task("transformer", "transformer (1 block, d 32, 2 heads, hand-written attention), most frequent of 12 tokens",
+             TokenTransformer, token_mode, "cross_entropy", "classification", epochs=20, momentum=0.9),
+        Task("elman_rnn", "Elman RNN (hidden 64, Python loop), most frequent of 12 one-hot tokens",
+             ElmanClassifier, one_hot_mode, "cross_entropy", "classification", epochs=20),
+    )
+}
+
+
+# --------------------------------------------------------------------------- training and scoring
+
+
+@dataclass(frozen=True)
+class Run:
+    """One training run at one rate: its score and whether (and why) it failed."""
+
+    rate: float
+    score: float  # test accuracy, or test MSE (+inf when failed)
+    failed: bool
+    reason: str  # "", "diverged", "loss not lowered", "non-finite outputs", "did not learn"
+    steps: int
+
+
+def baseline(task: Task, split: Split) -> float:
+    """Chance accuracy (always the training set's most frequent class), or the test MSE of the training mean."""
+    if task.kind == "classification":
+        assert split.labels_train is not None and split.labels_test is not None
+        majority = int(torch.bincount(split.labels_train).argmax())
+        return float((split.labels_test == majority).float().mean())
+    return float(F.mse_loss(split.y_train.mean(0).expand_as(split.y_test), split.y_test))
+
+
+def train(task: Task, split: Split, seed: int, lr: float) -> Run:
+    """Train a fresh model of ``task`` at ``lr`` with the protocol of the module docstring and score it."""
+    model = task.model(seed)
+    optimizer = task.sgd(model.parameters(), lr)
+    shuffle = torch.Generator().manual_seed(seed)
+    n = len(split.x_train)
+    first: float | None = None
+    first_epoch: float | None = None
+    steps = 0
+    model.train()
+    for _ in range(task.epochs):
+        order = torch.randperm(n, generator=shuffle)
+        epoch_losses: list[float] = []
+        for start in range(0, n - BATCH + 1, BATCH):
+            idx = order[start:start + BATCH]
+            loss = task.loss_value(model(split.x_train[idx]), split.y_train[idx])
+            value = loss.item()
+            first = value if first is None else first
+            epoch_losses.append(value)
+            if not math.isfinite(value):
+                return Run(lr, 0.0 if task.kind == "classification" else math.inf, True, "diverged", steps)
+            if value > DIVERGENCE_FACTOR * first:
+                return score(task, split, model, lr, steps, diverged=True)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            steps += 1
+        first_epoch = statistics.fmean(epoch_losses) if first_epoch is None else first_epoch
+    if first_epoch is not None and statistics.fmean(epoch_losses) >= first_epoch:
+        return score(task, split, model, lr, steps, diverged=True, reason="loss not lowered")
+    return score(task, split, model, lr, steps)
+
+
+def score(
+    task: Task, split: Split, model: nn.Module, lr: float, steps: int, *, diverged: bool = False, reason: str = "diverged"
+) -> Run:
+    model.eval()
+    with torch.no_grad():
+        out = model(split.x_test)
+    classification = task.kind == "classification"
+    if not bool(torch.isfinite(out).all()):
+        return Run(lr, 0.0 if classification else math.inf, True, "non-finite outputs", steps)
+    if classification:
+        value = float((out.argmax(dim=1) == split.labels_test).float().mean())
+        learned = value > baseline(task, split) + CHANCE_MARGIN
+    else:
+        value = float(F.mse_loss(out, split.y_test))
+        learned = value < baseline(task, split)
+    if diverged or not learned:
+        return Run(lr, value if classification else math.inf, True, reason if diverged else "did not learn", steps)
+    return Run(lr, value, False, "", steps)
+
+
+def fraction(task: Task, value: float, best: float) -> float:
+    """A score as a fraction of the grid-best: accuracy ÷ best, or best MSE ÷ MSE (0 for a failed regressor)."""
+    if task.kind == "classification":
+        return value / best if best > 0 else math.nan
+    return best / value if value > 0 else math.nan
+
+
+def better(task: Task, a: float, b: float) -> bool:
+    return a > b if task.kind == "classification" else a < b
+
+
+# --------------------------------------------------------------------------- the grid and its cache
+
+
+class GridCache:
+    """Grid runs on disk, keyed by protocol version, model, seed and rate."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.runs: dict[str, dict[str, Any]] = json.loads(path.read_text()) if path.exists() else {}
+        self.trained_seconds = 0.0  # wall time spent training the runs that were not cached
+
+    @staticmethod
+    def key(task: Task, seed: int, rate: float) -> str:
+        return f"{PROTOCOL}|{task.name}|{seed}|{rate!r}"
+
+    def get(self, task: Task, seed: int, rate: float) -> Run | None:
+        entry = self.runs.get(self.key(task, seed, rate))
+        return Run(**entry) if entry is not None else None
+
+    def put(self, task: Task, seed: int, run: Run) -> None:
+        self.runs[self.key(task, seed, run.rate)] = asdict(run)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.runs, indent=0, sort_keys=True))
+        tmp.replace(self.path)
+
+
+def grid_runs(task: Task, split: Split, seed: int, cache: GridCache, *, cached_only: bool) -> list[Run]:
+    runs = []
+    for rate in task.grid():
+        run = cache.get(task, seed, rate)
+        if run is None:
+            if cached_only:
+                raise SystemExit(f"--skip-grid: no cached grid run for {task.name}, seed {seed}, rate {rate:.4g}")
+            started = time.perf_counter()
+            run = train(task, split, seed, rate)
+            seconds = time.perf_counter() - started
+            cache.trained_seconds += seconds
+            cache.put(task, seed, run)
+            log(f"  grid {task.name} seed {seed} η={rate:.4g}: {_score_text(task, run)} ({seconds:.1f} s)")
+        runs.append(run)
+    return runs
+
+
+@dataclass(frozen=True)
+class GroundTruth:
+    """The grid's verdict for one (model, seed)."""
+
+    seed: int
+    lambda0: float  # lrphase.estimate_lambda0 at this initialization (batch 64)
+    best_rate: float
+    best_score: float
+    first_failing_rate: float | None  # None: no failure above the best rate on the lattice
+    window: tuple[float, float]  # smallest and largest grid rate reaching the 99% threshold
+    runs: tuple[Run, ...]
+
+    @property
+    def best_run(self) -> Run:
+        return next(r for r in self.runs if r.rate == self.best_rate)
+
+    def run_at(self, rate: float) -> Run | None:
+        return next((r for r in self.runs if math.isclose(r.rate, rate, rel_tol=1e-9)), None)
+
+
+def ground_truth(task: Task, split: Split, seed: int, runs: list[Run]) -> GroundTruth:
+    best = runs[0]
+    for run in runs[1:]:
+        if better(task, run.score, best.score):
+            best = run
+    above = [r for r in runs if r.rate > best.rate and r.failed]
+    good = [r.rate for r in runs if not r.failed and fraction(task, r.score, best.score) >= THRESHOLDS[task.kind][0]]
+    estimate = lrphase.estimate_lambda0(
+        task.model(seed), (split.x_train, split.y_train), loss=task.loss, batch_size=BATCH, seed=seed, ntk=False
+    )
+    return GroundTruth(
+        seed=seed,
+        lambda0=estimate.lambda0,
+        best_rate=best.rate,
+        best_score=best.score,
+        first_failing_rate=above[0].rate if above else None,
+        window=(min(good), max(good)) if good else (math.nan, math.nan),
+        runs=tuple(runs),
+    )
+
+
+# --------------------------------------------------------------------------- the methods
+
+
+@dataclass(frozen=True)
+class Suggestion:
+    """A rate a method suggests, and the run trained at it (None where the method gave no rate)."""
+
+    rate: float | None
+    run: Run | None
+
+
+@dataclass(frozen=True)
+class LrphaseOutcome:
+    seconds: float
+    error: str | None
+    lambda0: float | None
+    eta_max: float | None
+    recommended: Suggestion
+    extrapolated: Suggestion  # the paper's extrapolated advice, ``measure=False`` (lrphase 0.1's only advice)
+
+
+@dataclass(frozen=True)
+class RangeTestOutcome:
+    seconds: float
+    steps: int  # iterations actually run (the library stops early once the loss exceeds 5× its best)
+    steepest: Suggestion
+    minimum: Suggestion
+
+
+def step_seconds(task: Task, split: Split, seed: int) -> float:
+    """Median wall time of one training step (forward, loss, backward, SGD step) at batch 64."""
+    model = task.model(seed)
+    optimizer = task.sgd(model.parameters(), task.grid()[0])
+    model.train()
+    order = torch.randperm(len(split.x_train), generator=torch.Generator().manual_seed(seed))
+    warmup, timed = STEP_TIMING
+    times = []
+    for i in range(warmup + timed):
+        idx = order[(i * BATCH) % (len(order) - BATCH + 1):][:BATCH]
+        started = time.perf_counter()
+        loss = task.loss_value(model(split.x_train[idx]), split.y_train[idx])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times[warmup:])
+
+
+def _trained(task: Task, split: Split, seed: int, rate: float | None) -> Suggestion:
+    if rate is None or not math.isfinite(rate) or rate <= 0:
+        return Suggestion(rate, None)
+    return Suggestion(rate, train(task, split, seed, rate))
+
+
+def run_lrphase(task: Task, split: Split, seed: int) -> LrphaseOutcome:
+    model = task.model(seed)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    started = time.perf_counter()
+    try:
+        result = lrphase.probe(
+            model, (split.x_train, split.y_train), loss=task.loss, optimizer=task.lrphase_optimizer(),
+            batch_size=BATCH, seed=seed,
+        )
+    except Exception as exc:  # noqa: BLE001 - a failing probe is a result to report, not a crash
+        first_line = (str(exc).strip().splitlines() or [""])[0]
+        return LrphaseOutcome(time.perf_counter() - started, f"{type(exc).__name__}: {first_line}", None, None,
+                              Suggestion(None, None), Suggestion(None, None))
+    seconds = time.perf_counter() - started
+    after = model.state_dict()
+    changed = [k for k, v in before.items() if not torch.equal(v, after[k])]
+    assert not changed, f"lrphase.probe changed the model's state: {', '.join(changed)}"
+    extrapolated = lrphase.probe(
+        model, (split.x_train, split.y_train), loss=task.loss, optimizer=task.lrphase_optimizer(), batch_size=BATCH,
+        seed=seed, measure=False,
+    )
+    return LrphaseOutcome(seconds, None, result.lambda0, result.eta_max,
+                          _trained(task, split, seed, result.eta_recommended),
+                          _trained(task, split, seed, extrapolated.eta_recommended))
+
+
+def range_test_suggestions(lrs: list[float], losses: list[float]) -> tuple[float | None, float | None]:
+    """(steepest, min/10) from the range test's history: first 10 and last 5 points skipped, non-finite dropped.
+
+    Like ``LRFinder.plot(suggest_lr=True)``, no suggestion from a history of fewer than 10 + 5 + 2 points.
+    """
+    skip_start, skip_end = 10, 5
+    trimmed = zip(lrs[skip_start:-skip_end], losses[skip_start:-skip_end], strict=True)
+    points = [(lr, loss) for lr, loss in trimmed if math.isfinite(loss)]
+    if len(lrs) < skip_start + skip_end + 2 or len(points) < 2:
+        return None, None
+    rates, values = np.array([p[0] for p in points]), np.array([p[1] for p in points])
+    return float(rates[np.gradient(values).argmin()]), float(rates[values.argmin()] / 10)
+
+
+def run_range_test(task: Task, split: Split, seed: int, start_lr: float, end_lr: float) -> RangeTestOutcome:
+    from torch_lr_finder import LRFinder
+
+    model = task.model(seed)
+    started = time.perf_counter()
+    net = copy.deepcopy(model)
+    loader = torch.utils.data.DataLoader(
+        torch.utils.data.TensorDataset(split.x_train, split.y_train), batch_size=BATCH, shuffle=True,
+        drop_last=True, generator=torch.Generator().manual_seed(seed),
+    )
+    finder = LRFinder(net, task.sgd(net.parameters(), start_lr), task.criterion(), device="cpu")
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):  # its progress prints
+        finder.range_test(loader, start_lr=start_lr, end_lr=end_lr, num_iter=RANGE_TEST_STEPS, step_mode="exp")
+    seconds = time.perf_counter() - started
+    steepest, minimum = range_test_suggestions(finder.history["lr"], finder.history["loss"])
+    return RangeTestOutcome(seconds, len(finder.history["lr"]), _trained(task, split, seed, steepest),
+                            _trained(task, split, seed, minimum))
+
+
+# --------------------------------------------------------------------------- one model
+
+
+@dataclass(frozen=True)
+class SeedResult:
+    truth: GroundTruth
+    step_seconds: float | None
+    lrphase: LrphaseOutcome | None
+    range_test: RangeTestOutcome | None
+
+
+def evaluate_task(
+    task: Task, seeds: int, cache: GridCache, *, only: str | None, cached_only: bool, range_lrs: tuple[float, float]
+) -> list[SeedResult]:
+    """Ground truth for every seed, then (unless ``only`` excludes them) the methods, timed side by side."""
+    split = task.data()
+    results = []
+    for seed in range(seeds):
+        truth = ground_truth(task, split, seed, grid_runs(task, split, seed, cache, cached_only=cached_only))
+        log(f"{task.name} seed {seed}: grid-best η={truth.best_rate:.4g} ({_score_text(task, truth.best_run)}), "
+            f"first failing η={_rate(truth.first_failing_rate)}, λ₀={truth.lambda0:.4g}")
+        step = step_seconds(task, split, seed) if only != "grid" else None
+        probe = run_lrphase(task, split, seed) if only in (None, "lrphase") else None
+        finder = run_range_test(task, split, seed, *range_lrs) if only in (None, "rangetest") else None
+        results.append(SeedResult(truth, step, probe, finder))
+        if only != "grid":
+            log(f"{task.name} seed {seed}: {_methods_text(task, results[-1])}")
+    return results
+
+
+# --------------------------------------------------------------------------- reporting
+
+
+def _rate(rate: float | None) -> str:
+    return "—" if rate is None or not math.isfinite(rate) else f"{rate:.3g}"
+
+
+def _value_text(task: Task, value: float) -> str:
+    return f"{value:.3f}" if task.kind == "classification" else f"{value:.3g}"
+
+
+def _score_text(task: Task, run: Run) -> str:
+    text = f"{'acc' if task.kind == 'classification' else 'MSE'} {_value_text(task, run.score)}"
+    return text + (f" FAILED ({run.reason})" if run.failed else "")
+
+
+def _fraction_text(task: Task, suggestion: Suggestion | None, best: float) -> str:
+    """The score fraction (regression: also the MSE ratio method/best), ✗ for a failed run."""
+    if suggestion is None:
+        return ""
+    if suggestion.run is None:
+        return "no rate"
+    run = suggestion.run
+    text = f"{fraction(task, run.score, best):.3f}"
+    if task.kind == "regression":
+        text += f" ({run.score / best:.2f}×)" if math.isfinite(run.score) else " (inf)"
+    return text + (" ✗" if run.failed else "")
+
+
+def _methods_text(task: Task, result: SeedResult) -> str:
+    best = result.truth.best_score
+    parts = []
+    if result.lrphase is not None:
+        probe = result.lrphase
+        parts.append(f"lrphase error {probe.error}" if probe.error else
+                     f"lrphase η={_rate(probe.recommended.rate)} → {_fraction_text(task, probe.recommended, best)}, "
+                     f"η_max={_rate(probe.eta_max)}")
+    if result.range_test is not None:
+        rt = result.range_test
+        parts.append(f"steepest η={_rate(rt.steepest.rate)} → {_fraction_text(task, rt.steepest, best)}; "
+                     f"min/10 η={_rate(rt.minimum.rate)} → {_fraction_text(task, rt.minimum, best)}")
+    return "; ".join(parts)
+
+
+def _ratio(numerator: float | None, denominator: float | None) -> float | None:
+    if numerator is None or denominator is None or not denominator > 0:
+        return None
+    return numerator / denominator
+
+
+PROBE_COLUMNS = ("lrphase η_rec", "lrphase score", "η_max", "η_max / first failing", "cost lrphase (steps)")
+RANGE_COLUMNS = ("steepest η", "steepest score", "min/10 η", "min/10 score", "cost range test (steps)")
+
+
+def _probe_cells(task: Task, r: SeedResult) -> list[str]:
+    probe = r.lrphase
+    assert probe is not None
+    cost = _fmt(_ratio(probe.seconds, r.step_seconds), ".0f")
+    if probe.error:
+        return [f"error: {probe.error}", "", "", "", cost]
+    ratio = _ratio(probe.eta_max, r.truth.first_failing_rate)
+    return [_rate(probe.recommended.rate), _fraction_text(task, probe.recommended, r.truth.best_score),
+            _rate(probe.eta_max), _fmt(ratio, ".3g"), cost]
+
+
+def _range_cells(task: Task, r: SeedResult) -> list[str]:
+    rt = r.range_test
+    assert rt is not None
+    best = r.truth.best_score
+    return [_rate(rt.steepest.rate), _fraction_text(task, rt.steepest, best), _rate(rt.minimum.rate),
+            _fraction_text(task, rt.minimum, best), _fmt(_ratio(rt.seconds, r.step_seconds), ".0f")]
+
+
+def model_table(task: Task, results: list[SeedResult]) -> str:
+    """One row per seed: the grid's best and first failing rates, then each method that was run."""
+    with_probe = all(r.lrphase is not None for r in results)
+    with_range = all(r.range_test is not None for r in results)
+    unit = "acc" if task.kind == "classification" else "MSE"
+    columns = ["seed", f"grid-best η ({unit})", "first failing η",
+               *(PROBE_COLUMNS if with_probe else ()), *(RANGE_COLUMNS if with_range else ())]
+    lines = [f"### {task.name}: {task.description}; {task.loss}, {task.optimizer_text}, {task.epochs} epochs", "",
+             "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for r in results:
+        cells = [str(r.truth.seed), f"{_rate(r.truth.best_rate)} ({_value_text(task, r.truth.best_score)})",
+                 _rate(r.truth.first_failing_rate)]
+        cells += _probe_cells(task, r) if with_probe else []
+        cells += _range_cells(task, r) if with_range else []
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    return "—" if value is None or not math.isfinite(value) else format(value, spec)
+
+
+def ground_truth_table(task: Task, results: list[SeedResult]) -> str:
+    """Per seed: λ₀, the grid-best and first failing rates (also × λ₀), and the scores below the failure."""
+    header = ("| seed | λ₀ | grid-best η | best η·λ₀ | best score | first failing η | failing η·λ₀ | "
+              "99% window η | window η·λ₀ | score at ½ · ¼ · ⅛ first failing |")
+    lines = [f"### {task.name}: {task.description}; {task.loss}, {task.optimizer_text}, {task.epochs} epochs, "
+             f"grid {_rate(task.grid()[0])} … {_rate(task.grid()[-1])}", "",
+             header, "|" + "---|" * (header.count("|") - 1)]
+    for r in results:
+        t = r.truth
+        lam = t.lambda0
+        failing = t.first_failing_rate
+        below = [t.run_at(failing / 2**i) if failing is not None else None for i in (1, 2, 3)]
+        spread = " · ".join("—" if run is None else _value_text(task, run.score) + " ✗" * run.failed for run in below)
+        cells = [str(t.seed), f"{lam:.4g}", _rate(t.best_rate), f"{t.best_rate * lam:.3g}",
+                 _value_text(task, t.best_score), _rate(failing),
+                 _fmt(failing * lam if failing is not None else None, ".3g"),
+                 f"{_rate(t.window[0])} … {_rate(t.window[1])}",
+                 f"{_fmt(t.window[0] * lam, '.3g')} … {_fmt(t.window[1] * lam, '.3g')}", spread]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _mean(values: list[float | None]) -> float | None:
+    present = [v for v in values if v is not None and math.isfinite(v)]
+    return statistics.fmean(present) if present else None
+
+
+def _median(values: list[float | None]) -> float | None:
+    present = [v for v in values if v is not None and math.isfinite(v)]
+    return statistics.median(present) if present else None
+
+
+def calibration_table(results: dict[str, list[SeedResult]]) -> str:
+    """Per model, means over seeds of λ₀ and of the grid's rates in units of 1/λ₀ (and lrphase's, where run)."""
+    header = ("| model | optimizer | λ₀ | grid-best η·λ₀ | 99% window η·λ₀ | first failing η·λ₀ | "
+              "lrphase η_rec·λ₀ | lrphase η_max·λ₀ |")
+    lines = [header, "|" + "---|" * (header.count("|") - 1)]
+    for name, seeds in results.items():
+        task = TASKS[name]
+        truths = [r.truth for r in seeds]
+        probes = [r.lrphase for r in seeds if r.lrphase is not None and r.lrphase.error is None]
+        window = (f"{_fmt(_mean([t.window[0] * t.lambda0 for t in truths]), '.3g')} … "
+                  f"{_fmt(_mean([t.window[1] * t.lambda0 for t in truths]), '.3g')}")
+        cells = [
+            name, task.optimizer_text, _fmt(_mean([t.lambda0 for t in truths]), ".4g"),
+            _fmt(_mean([t.best_rate * t.lambda0 for t in truths]), ".3g"), window,
+            _fmt(_mean([t.first_failing_rate * t.lambda0 if t.first_failing_rate else None for t in truths]), ".3g"),
+            _fmt(_mean([p.recommended.rate * p.lambda0 for p in probes if p.recommended.rate and p.lambda0]), ".3g"),
+            _fmt(_mean([p.eta_max * p.lambda0 for p in probes if p.eta_max and p.lambda0]), ".3g"),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class Tally:
+    """Counts over (model, seed) pairs for one method."""
+
+    pairs: int = 0
+    at_99: int = 0
+    at_95: int = 0
+    failed: int = 0
+    no_rate: int = 0  # the method gave no rate (lrphase error, or too short a range test)
+
+    def add(self, task: Task, suggestion: Suggestion, best: float) -> Tally:
+        run = suggestion.run
+        if run is None:
+            return Tally(self.pairs + 1, self.at_99, self.at_95, self.failed, self.no_rate + 1)
+        value = fraction(task, run.score, best)
+        high, low = THRESHOLDS[task.kind]
+        return Tally(self.pairs + 1, self.at_99 + (not run.failed and value >= high),
+                     self.at_95 + (not run.failed and value >= low), self.failed + run.failed, self.no_rate)
+
+
+def summarize(results: dict[str, list[SeedResult]]) -> dict[str, Any]:
+    tallies = {"lrphase": Tally(), "lrphase --no-measure": Tally(), "steepest": Tally(), "min/10": Tally()}
+    ratios: dict[str, list[float]] = {}
+    check_passes_failing = 0  # pairs where η_max/(1 + margin) ≥ the first failing rate: check passes a failing rate
+    costs: dict[str, tuple[float | None, float | None]] = {}
+    for name, seeds in results.items():
+        task = TASKS[name]
+        for r in seeds:
+            best = r.truth.best_score
+            if r.lrphase is not None:
+                tallies["lrphase"] = tallies["lrphase"].add(task, r.lrphase.recommended, best)
+                tallies["lrphase --no-measure"] = tallies["lrphase --no-measure"].add(task, r.lrphase.extrapolated, best)
+                ratio = _ratio(r.lrphase.eta_max, r.truth.first_failing_rate)
+                if ratio is not None:
+                    ratios.setdefault(name, []).append(ratio)
+                    check_passes_failing += ratio >= 1.0 + MEASURED_MARGIN
+            if r.range_test is not None:
+                tallies["steepest"] = tallies["steepest"].add(task, r.range_test.steepest, best)
+                tallies["min/10"] = tallies["min/10"].add(task, r.range_test.minimum, best)
+        costs[name] = (
+            _median([_ratio(r.lrphase.seconds, r.step_seconds) for r in seeds if r.lrphase is not None]),
+            _median([_ratio(r.range_test.seconds, r.step_seconds) for r in seeds if r.range_test is not None]),
+        )
+    within = {name: ETA_MAX_TOLERANCE ** -1 <= statistics.median(v) <= ETA_MAX_TOLERANCE for name, v in ratios.items()}
+    pairs_within = sum(ETA_MAX_TOLERANCE ** -1 <= x <= ETA_MAX_TOLERANCE for v in ratios.values() for x in v)
+    lrphase_total = sum(c[0] for c in costs.values() if c[0] is not None and c[1] is not None)
+    range_total = sum(c[1] for c in costs.values() if c[0] is not None and c[1] is not None)
+    return {
+        "tallies": {name: asdict(t) for name, t in tallies.items()},
+        "eta_max_over_first_failing_median": {name: statistics.median(v) for name, v in ratios.items()},
+        "models_eta_max_within_1_5x": sum(within.values()),
+        "models_with_eta_max": len(within),
+        "pairs_eta_max_within_1_5x": pairs_within,
+        "pairs_with_eta_max": sum(len(v) for v in ratios.values()),
+        "median_cost_steps": {name: {"lrphase": c[0], "range_test": c[1]} for name, c in costs.items()},
+        "total_cost_ratio_lrphase_over_range_test": _ratio(lrphase_total, range_total),
+        "pairs_check_would_pass_a_failing_rate": check_passes_failing,
+    }
+
+
+def summary_text(summary: dict[str, Any]) -> str:
+    lines = ["| method | (model, seed) pairs | ≥ 99% of best | ≥ 95% of best | failed | no rate |",
+             "|---|---|---|---|---|---|"]
+    for name, t in summary["tallies"].items():
+        if t["pairs"]:
+            lines.append(f"| {name} | {t['pairs']} | {t['at_99']} | {t['at_95']} | {t['failed']} | {t['no_rate']} |")
+    lines += ["", "99%: accuracy ≥ 0.99 × best, or MSE ≤ 1.10 × best; 95%: accuracy ≥ 0.95 × best, or MSE ≤ 1.5 × best "
+              "(a failed run counts in neither)."]
+    if summary["models_with_eta_max"]:
+        medians = ", ".join(f"{k} {v:.3g}" for k, v in summary["eta_max_over_first_failing_median"].items())
+        lines.append(
+            f"η_max within {ETA_MAX_TOLERANCE}× of the first failing grid rate: "
+            f"{summary['models_eta_max_within_1_5x']} of {summary['models_with_eta_max']} models (median ratio over "
+            f"seeds), {summary['pairs_eta_max_within_1_5x']} of {summary['pairs_with_eta_max']} (model, seed) pairs. "
+            f"Median ratios: {medians}. η_max/(1 + {MEASURED_MARGIN:g}), the largest rate `lrphase check` passes by "
+            f"default, at or above the first failing grid rate: {summary['pairs_check_would_pass_a_failing_rate']} pairs."
+        )
+    ratio = summary["total_cost_ratio_lrphase_over_range_test"]
+    if ratio is not None:
+        lines.append("Total cost (sum over models of the median over seeds, in training steps): "
+                     f"lrphase / range test = {ratio:.2f}.")
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- JSON
+
+
+def _json_safe(value: Any) -> Any:
+    """Non-finite floats become null, so the file is strict JSON."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def write_json(path: Path, results: dict[str, list[SeedResult]], summary: dict[str, Any], args: argparse.Namespace,
+               grid_training_seconds: float) -> None:
+    payload = {
+        "protocol": PROTOCOL,
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "seeds": args.seeds,
+        "range_test": {"start_lr": args.range_start, "end_lr": args.range_end or "top of each model's grid",
+                       "steps": RANGE_TEST_STEPS},
+        "grid_training_seconds": grid_training_seconds,  # this invocation's, for grid runs not in the cache
+        "models": {
+            name: {
+                "description": TASKS[name].description,
+                "loss": TASKS[name].loss,
+                "kind": TASKS[name].kind,
+                "optimizer": TASKS[name].optimizer_text,
+                "epochs": TASKS[name].epochs,
+                "grid": [TASKS[name].grid()[0], TASKS[name].grid()[-1]],
+                "seeds": [asdict(r) for r in seeds],
+            }
+            for name, seeds in results.items()
+        },
+        "summary": summary,
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(_json_safe(payload), indent=1))
+
+
+# --------------------------------------------------------------------------- main
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--models", default=",".join(TASKS), help=f"comma-separated subset of {', '.join(TASKS)}")
+    parser.add_argument("--seeds", type=int, default=3, help="seeds 0 … N−1 (default 3)")
+    parser.add_argument("--only", choices=("grid", "rangetest", "lrphase"),
+                        help="grid: ground truth only; rangetest / lrphase: ground truth and that method only")
+    parser.add_argument("--skip-grid", action="store_true", help="take every grid run from the cache, train none")
+    parser.add_argument("--cache", type=Path, default=ROOT / "out" / "training_quality_grid.json",
+                        help="grid-run cache (default out/training_quality_grid.json)")
+    parser.add_argument("--range-start", type=float, default=1e-7, help="range test start rate (default 1e-7)")
+    parser.add_argument("--range-end", type=float, default=None,
+                        help="range test end rate (default: the top of each model's grid, past divergence)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    parser.add_argument("--json", type=Path, default=ROOT / "out" / "training_quality.json",
+                        help="write every result here (default out/training_quality.json)")
+    parser.add_argument("--list", action="store_true", help="list the models and exit")
+    args = parser.parse_args(argv)
+    unknown = [m for m in args.models.split(",") if m not in TASKS]
+    if unknown:
+        parser.error(f"unknown model(s) {', '.join(unknown)}; choose from {', '.join(TASKS)}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    if args.list:
+        for task in TASKS.values():
+            print(f"{task.name:16} {task.description}; {task.loss}, {task.optimizer_text}, {task.epochs} epochs")
+        return
+    torch.set_num_threads(args.threads)
+    cache = GridCache(args.cache)
+    results: dict[str, list[SeedResult]] = {}
+    started = time.perf_counter()
+    for name in args.models.split(","):
+        task = TASKS[name]
+        range_lrs = (args.range_start, args.range_end or task.grid()[-1])
+        results[name] = evaluate_task(task, args.seeds, cache, only=args.only, cached_only=args.skip_grid,
+                                      range_lrs=range_lrs)
+    elapsed = time.perf_counter() - started
+    summary = summarize(results)
+    print(f"# Training quality ({PROTOCOL}), seeds 0…{args.seeds - 1}, torch {torch.__version__}, "
+          f"{torch.get_num_threads()} thread(s); {elapsed:.0f} s, of which {cache.trained_seconds:.0f} s "
+          "training uncached grid runs\n")
+    print("## Ground truth\n")
+    for name, seeds in results.items():
+        print(ground_truth_table(TASKS[name], seeds) + "\n")
+    if args.only != "grid":
+        print("## Methods\n")
+        for name, seeds in results.items():
+            print(model_table(TASKS[name], seeds) + "\n")
+        print("## Summary\n")
+        print(summary_text(summary) + "\n")
+    print("## Rates in units of 1/λ₀ (means over seeds)\n")
+    print(calibration_table(results))
+    write_json(args.json, results, summary, args, cache.trained_seconds)
+    log(f"wrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()
