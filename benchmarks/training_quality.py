@@ -1,4 +1,4 @@
-"""Training quality: does training at the rate a method suggests train well.
+"""Training quality: whether training at the rate a method suggests trains well.
 
 For each model of a small zoo (eleven models on scikit-learn's bundled data sets or seeded
 synthetic tasks; ``--list`` names them) and each seed, it compares
