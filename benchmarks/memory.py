@@ -16,8 +16,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-EXAMPLES = {"cnn": ROOT / "examples" / "small_cnn.py", "mlp": ROOT / "examples" / "digits_mlp.py"}
+from common import example_path
+
+MODELS = ("cnn", "mlp")  # examples from common.EXAMPLES measured here
 
 CHILD = r"""
 import json, resource, sys, copy
@@ -61,12 +62,12 @@ def measure(what: str, example: Path, batch: int, device: str) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", choices=sorted(EXAMPLES), default="cnn")
+    parser.add_argument("--model", choices=MODELS, default="cnn")
     parser.add_argument("--batch", type=int, default=1024)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
-    example = EXAMPLES[args.model]
+    example = example_path(args.model)
     results = {what: measure(what, example, args.batch, args.device) for what in ("baseline", "step", "whole", "chunked")}
     base = results["baseline"] if args.device != "cuda" else 0.0
     step = results["step"] - base
@@ -76,9 +77,9 @@ def main() -> None:
         print(f"  {what:8s} {extra / 2**20:9.1f} MiB   {extra / step:5.2f}× one training step")
     print("  (target: λ₀ micro-batched ≤ 1.5× one training step)")
     if args.json:
+        ratios = {w: (results[w] - base) / step for w in ("whole", "chunked")}
         args.json.write_text(json.dumps({"model": args.model, "batch": args.batch, "device": args.device,
-                                         "bytes": results, "ratios": {w: (results[w] - base) / step for w in ("whole", "chunked")}},
-                                        indent=2))
+                                         "bytes": results, "ratios": ratios}, indent=2))
 
 
 if __name__ == "__main__":

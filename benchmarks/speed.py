@@ -6,7 +6,7 @@ Everything is measured in one run, on the same batch, for the three example mode
 1. one SGD step (forward, loss, backward, ``optimizer.step``) on a deep copy: median after a warm-up;
 2. a reference λ₀ on that batch: dense float64 (per-sample ``torch.func.jacrev``, then
    the eigenvalues of Sᵀ J Jᵀ S) when J fits in ``--dense-budget-gb``, else lrphase's own
-   Lanczos in float64 with tol=1e-10 (the table says which);
+   Lanczos in float64 with tol=1e-10 (the table says which; both built from ``reference.py``);
 3. ``estimate_lambda0(model, data, batches=1, batch_size=B, tol=1e-3, loss=..., ntk=False)`` for each
    J·v mode: median of ``--repeats`` runs after one warm-up, with its relative error.
 
@@ -22,10 +22,8 @@ import argparse
 import copy
 import importlib.util
 import json
-import math
 import os
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -37,66 +35,26 @@ import torch
 from rich.console import Console
 from rich.table import Table
 from torch import nn
-from torch.func import functional_call, jacrev, vmap
 
-from lrphase.curvature.data import make_batches
+from common import (
+    EXAMPLES,
+    LRPHASE_EXE,
+    SEED,
+    TOL,
+    cpu_counters,
+    has_sample_coupling,
+    load_example,
+    median_time,
+    others_load,
+    parameter_count,
+)
 from lrphase.curvature.estimate import estimate_lambda0
-from lrphase.curvature.isolation import working_copy
-from lrphase.curvature.jacobian import JacobianProducts
 from lrphase.curvature.lanczos import lanczos_top
-from lrphase.curvature.losses import resolve_loss
-from lrphase.curvature.operators import gauss_newton
-from lrphase.cli.model_file import load_spec
+from reference import dense_spectrum, lrphase_gauss_newton
 
-ROOT = Path(__file__).resolve().parents[1]
-MODELS = {  # name: (example file, batch size, dense reference allowed)
-    "mlp": ("examples/digits_mlp.py", 256, True),
-    "cnn": ("examples/small_cnn.py", 128, True),
-    "resnet": ("examples/resnet18.py", 32, False),
-}
+DENSE_ALLOWED = ("mlp", "cnn")  # ResNet-18's BatchNorm in train mode couples the samples: no per-sample J
 MODES = ("auto", "double", "jvp", "linearize")
-TOL = 1e-3
-SEED = 0
 console = Console(width=None if sys.stdout.isatty() else 120)
-
-
-def _cpu_seconds() -> tuple[float, float] | None:
-    """(busy CPU seconds of the whole machine, CPU seconds of this process and its children), Linux only."""
-    try:
-        fields = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
-    except (OSError, ValueError, IndexError):
-        return None
-    busy = (sum(fields) - fields[3] - (fields[4] if len(fields) > 4 else 0)) / os.sysconf("SC_CLK_TCK")
-    own = sum(
-        r.ru_utime + r.ru_stime for r in (resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN))
-    )
-    return busy, own
-
-
-def foreign_load(before: tuple[float, float] | None, after: tuple[float, float] | None, wall: float) -> float | None:
-    """Average number of cores other processes kept busy: other users' work skews every timing here."""
-    if before is None or after is None or wall <= 0:
-        return None
-    return max(0.0, ((after[0] - before[0]) - (after[1] - before[1])) / wall)
-
-
-def _synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _median_time(fn, repeats: int, device: torch.device, warmup: int = 1) -> tuple[float, list[float], Any]:
-    result = None
-    for _ in range(warmup):
-        result = fn()
-    times = []
-    for _ in range(repeats):
-        _synchronize(device)
-        start = time.perf_counter()
-        result = fn()
-        _synchronize(device)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), times, result
 
 
 def _flat(out: torch.Tensor) -> torch.Tensor:
@@ -118,71 +76,28 @@ def time_sgd_step(
         loss_spec.value(_flat(net(x)), target).backward()
         opt.step()
 
-    median, _, _ = _median_time(step, repeats, device, warmup=2)
+    median, _, _ = median_time(step, repeats, device, warmup=2)
     return median
-
-
-def _has_coupling(model: nn.Module) -> bool:
-    """True when samples interact (BatchNorm with batch statistics) or forward is random (dropout)."""
-    for sub in model.modules():
-        if isinstance(sub, nn.modules.batchnorm._BatchNorm) and (sub.training or not sub.track_running_stats):
-            return True
-        if isinstance(sub, nn.modules.dropout._DropoutNd) and sub.training and sub.p > 0:
-            return True
-    return False
-
-
-def _output_hessian_sqrt(out: torch.Tensor, loss_spec) -> torch.Tensor:
-    """Dense H^{1/2} (mk × mk) of the loss in output space, written independently of lrphase.curvature.losses."""
-    m, k = out.shape
-    if loss_spec.kind == "mse":
-        c = {"paper": 1.0 / (k * m), "mean": 2.0 / (k * m), "sum": 2.0}[loss_spec.reduction]
-        return math.sqrt(c) * torch.eye(m * k, dtype=out.dtype)
-    p = torch.softmax(out, dim=1)
-    h = torch.diag_embed(p) - p[:, :, None] * p[:, None, :]  # (m, k, k) per-sample softmax Hessian
-    if loss_spec.reduction == "mean":
-        h = h / m
-    w, v = torch.linalg.eigh(h)
-    root = v @ torch.diag_embed(w.clamp_min(0).sqrt()) @ v.transpose(1, 2)
-    return torch.block_diag(*root)
 
 
 def dense_reference(model: nn.Module, x: torch.Tensor, loss_spec, budget_bytes: float) -> tuple[float | None, str]:
     """λ_max(H^{1/2} J Jᵀ H^{1/2}) in float64 with J from per-sample jacrev; None if J is too big."""
-    if _has_coupling(model):
+    if has_sample_coupling(model, count_dropout=True):
         return None, "samples are coupled (BatchNorm/dropout): per-sample Jacobian not valid"
-    net = copy.deepcopy(model).double()
-    params = {n: p.detach() for n, p in net.named_parameters() if p.requires_grad}
-    n_params = sum(p.numel() for p in params.values())
-    xd = x.double()
     with torch.no_grad():
-        out = _flat(net(xd))
+        out = _flat(copy.deepcopy(model).double()(x.double()))
     m, k = out.shape
-    need = m * k * n_params * 8
+    need = m * k * parameter_count(model) * 8
     if need > budget_bytes:
         return None, f"dense J would take {need / 2**30:.1f} GiB > budget {budget_bytes / 2**30:.1f} GiB"
-
-    def f_one(p, xi):  # outputs of one sample: per-sample Jacobians, no cross-sample work
-        return functional_call(net, p, (xi.unsqueeze(0),)).reshape(-1)
-
-    jac = vmap(jacrev(f_one), in_dims=(None, 0), chunk_size=32)(params, xd)
-    kernel = torch.zeros(m * k, m * k, dtype=torch.float64)
-    for j in jac.values():  # K = J Jᵀ accumulated parameter tensor by parameter tensor
-        j = j.reshape(m * k, -1)
-        kernel.addmm_(j, j.T)
-    del jac
-    root = _output_hessian_sqrt(out, loss_spec)
-    a = root @ kernel @ root
-    return torch.linalg.eigvalsh((a + a.T) / 2)[-1].item(), f"dense float64 (per-sample jacrev, {need / 2**30:.2f} GiB J)"
+    value = dense_spectrum(model, x, loss_spec)[-1].item()
+    return value, f"dense float64 (per-sample jacrev, {need / 2**30:.2f} GiB J)"
 
 
-def lanczos_reference(model: nn.Module, data: Any, batch_size: int, loss_spec) -> tuple[float, str]:
-    """lrphase's own pipeline in float64 at tol=1e-10, Gauss–Newton operator only (the quantity λ₀)."""
-    (x, _), = make_batches(data, batch_size=batch_size, batches=1, seed=SEED)
-    clone, _ = working_copy(model, device=torch.device("cpu"), dtype=torch.float64)
-    products = JacobianProducts(clone, x.double(), mode="double", seed=SEED)
-    m, k = products.output.shape
-    res = lanczos_top(gauss_newton(products, loss_spec), m * k, dtype=torch.float64, tol=1e-10, max_iter=500, seed=SEED)
+def lanczos_reference(model: nn.Module, x: torch.Tensor, loss_spec) -> tuple[float, str]:
+    """The reference from lrphase's own pipeline in float64 at tol=1e-10, Gauss–Newton operator only (the quantity λ₀)."""
+    operator, dim = lrphase_gauss_newton(model, x, loss_spec)
+    res = lanczos_top(operator, dim, dtype=torch.float64, tol=1e-10, max_iter=500, seed=SEED)
     note = f"lrphase Lanczos float64 tol=1e-10 ({res.iterations} it, rel. residual {res.relative_residual:.1e})"
     if not res.converged:
         note += " NOT CONVERGED"
@@ -192,13 +107,10 @@ def lanczos_reference(model: nn.Module, data: Any, batch_size: int, loss_spec) -
 def bench_model(
     name: str, repeats: int, modes: tuple[str, ...], budget_bytes: float, device: torch.device
 ) -> dict[str, Any]:
-    path, expected_batch, dense_ok = MODELS[name]
-    cpu_before, wall_start = _cpu_seconds(), time.perf_counter()
-    spec = load_spec(str(ROOT / path), seed=SEED)
-    batch = spec.defaults.get("batch_size", expected_batch)
-    loss_spec = resolve_loss(spec.loss)
-    (x, y), = make_batches(spec.data, batch_size=batch, batches=1, seed=SEED)  # the batch lrphase uses
-    n_params = sum(p.numel() for p in spec.model.parameters() if p.requires_grad)
+    cpu_before, wall_start = cpu_counters(), time.perf_counter()
+    example = load_example(name)  # with the batch lrphase uses
+    path, spec, batch, loss_spec, x, y = example.path, example.spec, example.batch_size, example.loss, example.x, example.y
+    n_params = parameter_count(spec.model)
     console.print(f"[bold]{name}[/]: {path}, batch {batch}, {n_params:,} parameters, loss {loss_spec.name}")
 
     sgd = time_sgd_step(spec.model, x, y, loss_spec, float(spec.defaults.get("lr", 0.01)), max(5, 3 * repeats), device)
@@ -206,12 +118,12 @@ def bench_model(
 
     start = time.perf_counter()
     ref, how = (None, "dense not attempted")
-    if dense_ok:
+    if name in DENSE_ALLOWED:
         ref, how = dense_reference(spec.model, x, loss_spec, budget_bytes)
         if ref is None:
             console.print(f"  dense reference skipped: {how}")
     if ref is None:
-        ref, how = lanczos_reference(spec.model, spec.data, batch, loss_spec)
+        ref, how = lanczos_reference(spec.model, x, loss_spec)
     ref_time = time.perf_counter() - start
     console.print(f"  reference λ₀ = {ref:.10g} [{how}, {ref_time:.1f} s]")
 
@@ -223,7 +135,7 @@ def bench_model(
                 device=device, ntk=False,  # λ₀ only: for cross-entropy the paper's NTK eigenvalue is a second Lanczos run
             )
 
-        median, times, est = _median_time(call, repeats, device, warmup=1)
+        median, times, est = median_time(call, repeats, device, warmup=1)
         batch_result = est.per_batch[0]
         run = {
             "mode": mode,
@@ -243,7 +155,7 @@ def bench_model(
             f"  {mode:>9} ({est.jvp_mode}): {median:.3f} s = {run['ratio_to_sgd_step']:.1f}× SGD step, "
             f"rel. err {run['relative_error']:.1e}, {run['gn_iterations']}/{run['total_iterations']} it"
         )
-    other = foreign_load(cpu_before, _cpu_seconds(), time.perf_counter() - wall_start)
+    other = others_load(cpu_before, cpu_counters(), time.perf_counter() - wall_start)
     if other is not None and other > 0.2:
         console.print(f"  [yellow]warning: other processes kept {other:.1f} cores busy during this model; timings are skewed[/]")
     return {
@@ -253,7 +165,7 @@ def bench_model(
         "batch_size": batch,
         "parameters": n_params,
         "loss": loss_spec.name,
-        "batchnorm": "train mode" if _has_coupling(spec.model) else "none",
+        "batchnorm": "train mode" if has_sample_coupling(spec.model, count_dropout=True) else "none",
         "sgd_step_seconds": sgd,
         "reference_lambda0": ref,
         "reference_method": how,
@@ -264,16 +176,15 @@ def bench_model(
 
 def cold_start(repeats: int) -> dict[str, Any]:
     """Wall time of ``lrphase --help`` and whether ``import lrphase.cli.app`` pulls in torch."""
-    exe = Path(sys.executable).parent / "lrphase"
     if importlib.util.find_spec("lrphase.cli.app") is None:
         return {"skipped": "lrphase.cli.app does not exist yet"}
-    if not exe.exists():
-        return {"skipped": f"{exe} not found (reinstall the package to create the entry point)"}
+    if not LRPHASE_EXE.exists():
+        return {"skipped": f"{LRPHASE_EXE} not found (reinstall the package to create the entry point)"}
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     times, rc = [], 0
     for _ in range(max(3, repeats)):
         start = time.perf_counter()
-        proc = subprocess.run([str(exe), "--help"], capture_output=True, text=True, env=env)
+        proc = subprocess.run([str(LRPHASE_EXE), "--help"], capture_output=True, text=True, env=env)
         times.append(time.perf_counter() - start)
         rc = rc or proc.returncode
     probe = "import sys, lrphase.cli; print(int('torch' in sys.modules))"
@@ -333,13 +244,13 @@ def main(argv: list[str] | None = None) -> int:
     device = torch.device(args.device)
     names = [n.strip() for n in args.models.split(",") if n.strip()]
     modes = tuple(m.strip() for m in args.modes.split(",") if m.strip())
-    bad = [n for n in names if n not in MODELS] + [m for m in modes if m not in MODES]
+    bad = [n for n in names if n not in EXAMPLES] + [m for m in modes if m not in MODES]
     if bad or args.repeats < 1:
         parser.error(f"unknown models/modes {bad} or --repeats < 1")
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    started, cpu_before = time.perf_counter(), _cpu_seconds()
+    started, cpu_before = time.perf_counter(), cpu_counters()
     results = [bench_model(n, args.repeats, modes, args.dense_budget_gb * 2**30, device) for n in names]
     cold = cold_start(args.repeats)
     print_table(results)
@@ -352,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
             f"`python -c 'import torch'` alone: {cold['python_import_torch_seconds']:.2f} s"
         )
     total = time.perf_counter() - started
-    other = foreign_load(cpu_before, _cpu_seconds(), total)
+    other = others_load(cpu_before, cpu_counters(), total)
     console.print(
         f"total benchmark time {total:.0f} s; {os.cpu_count()} CPUs"
         + ("" if other is None else f"; other processes used {other:.2f} cores on average")

@@ -1,8 +1,9 @@
 """How reliable is a Lanczos stopping rule on an NTK's spectrum? Seeded starts, one batch, float64.
 
 For each example model it builds lrphase's output-space operator A = Sᵀ J Jᵀ S on one batch in
-float64, runs Lanczos with full reorthogonalization from ``--seeds`` Gaussian starts for
-``--steps`` iterations each, recording after every iteration the top two Ritz values and their
+float64, runs Lanczos with full reorthogonalization (the iteration of compare.py's float64
+reference, both from ``reference.py``) from ``--seeds`` Gaussian starts for ``--steps`` iterations
+each, recording after every iteration the top two Ritz values and their
 residuals, and then replays two stopping rules on those trajectories:
 
 * ``residual`` — stop once r₁ ≤ tol·θ₁ (what lrphase uses; ARPACK's criterion);
@@ -18,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -26,41 +26,21 @@ from rich.console import Console
 from rich.table import Table
 from scipy.linalg import eigh_tridiagonal
 
-from lrphase.curvature.data import make_batches
-from lrphase.curvature.isolation import working_copy
-from lrphase.curvature.jacobian import JacobianProducts
-from lrphase.curvature.losses import resolve_loss
-from lrphase.curvature.operators import gauss_newton
-from lrphase.cli.model_file import load_spec
-
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
-FILES = {"mlp": "digits_mlp.py", "cnn": "small_cnn.py", "resnet": "resnet18.py"}
+from common import load_example
+from reference import lanczos_steps, lrphase_gauss_newton
 
 
 def trajectory(matvec, dim: int, steps: int, seed: int) -> list[tuple[float, float, float, float]]:
     """(θ₁, r₁, θ₂, r₂) after each Lanczos iteration from a seeded Gaussian start."""
     q = torch.randn(dim, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
-    q = q / q.norm()
-    basis: list[torch.Tensor] = []
-    alphas: list[float] = []
-    betas: list[float] = []
     out = []
-    for j in range(steps):
-        basis.append(q)
-        stacked = torch.stack(basis)
-        w = matvec(q)
-        coefficients = stacked @ w
-        w = w - stacked.T @ coefficients
-        w = w - stacked.T @ (stacked @ w)
-        alphas.append(float(coefficients[j]))
-        beta = float(w.norm())
+    for alphas, betas, beta in lanczos_steps(matvec, [q / q.norm()], steps):
+        j = len(alphas) - 1
         if j == 0:
             out.append((alphas[0], beta, -np.inf, np.inf))
         else:
             values, vectors = eigh_tridiagonal(np.array(alphas), np.array(betas), select="i", select_range=(j - 1, j))
             out.append((values[1], beta * abs(vectors[-1, 1]), values[0], beta * abs(vectors[-1, 0])))
-        betas.append(beta)
-        q = w / beta
     return out
 
 
@@ -86,13 +66,9 @@ def main() -> None:
     for column in ("model", "tol", "rule", "mean products", "max products", "runs > tol below λ_max", "worst error"):
         table.add_column(column)
     for name in args.models.split(","):
-        spec = load_spec(str(EXAMPLES / FILES[name]))
-        loss = resolve_loss(spec.loss)
-        x, _ = make_batches(spec.data, batch_size=spec.defaults["batch_size"], batches=1, seed=0)[0]
-        clone, _ = working_copy(spec.model, device=torch.device("cpu"), dtype=torch.float64)
-        products = JacobianProducts(clone, x.double(), mode="double")
-        matvec = gauss_newton(products, loss)
-        runs = [trajectory(matvec, products.output.numel(), args.steps, seed) for seed in range(args.seeds)]
+        example = load_example(name)
+        matvec, dim = lrphase_gauss_newton(example.spec.model, example.x, example.loss)
+        runs = [trajectory(matvec, dim, args.steps, seed) for seed in range(args.seeds)]
         top = max(theta for run in runs for theta, *_ in run)
         for tol in (float(t) for t in args.tols.split(",")):
             for rule in ("kato-temple", "residual"):

@@ -11,18 +11,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import time
 from pathlib import Path
 
 import torch
 
+from common import load_example, median_time
 from lrphase.dynamics.runs import make_trainer
-from lrphase.curvature.losses import resolve_loss
-from lrphase.cli.model_file import load_spec
 from lrphase.workflows.sweep import run_sweep
-
-EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "digits_mlp.py"
 
 
 def main() -> None:
@@ -33,23 +29,18 @@ def main() -> None:
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
 
-    spec = load_spec(str(EXAMPLE))
-    batch = spec.defaults["batch_size"]
+    example = load_example("mlp")
+    spec, batch = example.spec, example.batch_size
     start = time.perf_counter()
     result = run_sweep(spec.model, spec.data, loss=spec.loss, points=args.points, steps=args.steps, refine=0, batch_size=batch)
     sweep_seconds = time.perf_counter() - start
 
-    trainer = make_trainer(spec.model, spec.data, loss=resolve_loss(spec.loss), batch_size=batch,
+    trainer = make_trainer(spec.model, spec.data, loss=example.loss, batch_size=batch,
                            device=torch.device("cpu"), dtype=None)
     trainer.initial_curvature()
     lazy_lr = 0.5 * result.probe.phases.eta_crit
     trainer.run(lazy_lr, 5)  # warm-up
-    timings = []
-    for _ in range(args.repeats):
-        start = time.perf_counter()
-        trainer.run(lazy_lr, args.steps)
-        timings.append(time.perf_counter() - start)
-    one_run = statistics.median(timings)
+    one_run, _, _ = median_time(lambda: trainer.run(lazy_lr, args.steps), args.repeats, warmup=0)
     ratio = sweep_seconds / (args.points * one_run)
     steps_run = sum(len(r.run.losses) - 1 for r in result.runs)
     print(f"digits MLP, batch {batch}: sweep of {args.points} rates × {args.steps} steps: {sweep_seconds:.2f} s")
