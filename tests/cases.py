@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+
 import numpy as np
 import torch
 from torch import nn
@@ -20,6 +22,28 @@ class WarmupModel(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return (x @ self.u.T) @ self.v.unsqueeze(1) / self.width**0.5
+
+
+def warmup_case(width: int = 1000, seed: int = 0, samples: int = 1) -> tuple[WarmupModel, tuple[torch.Tensor, torch.Tensor]]:
+    """WarmupModel drawn from its own generator seeded ``seed``, on ``samples`` copies of x = 1 with label y = 0."""
+    model = WarmupModel(width, torch.Generator().manual_seed(seed))
+    x = torch.ones(samples, 1, dtype=torch.float64)
+    return model, (x, torch.zeros_like(x))
+
+
+def warmup_lambda0(model: WarmupModel) -> float:
+    """Its exact λ₀ on x = 1: (‖u‖² + ‖v‖²)/n."""
+    return ((model.u.detach().square().sum() + model.v.detach().square().sum()) / model.width).item()
+
+
+def warmup_source(width: int, samples: int) -> str:
+    """A standalone model file for the CLI: ``warmup_case(width, 0, samples)`` as its model and data, one full batch.
+
+    The file carries WarmupModel's and warmup_case's own source, so the CLI (or a subprocess) imports it without tests/.
+    """
+    header = "from __future__ import annotations\n\nimport torch\nfrom torch import nn\n"
+    body = f"model, data = warmup_case({width}, seed=0, samples={samples})\nbatch_size = {samples}\n"
+    return "\n\n".join([header, inspect.getsource(WarmupModel), inspect.getsource(warmup_case), body])
 
 
 def mlp() -> nn.Module:

@@ -12,66 +12,50 @@ import os
 import re
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
-from typer.testing import CliRunner
 
 import lrphase
-from cases import WarmupModel
+from cases import warmup_case, warmup_lambda0, warmup_source
 from lrphase.advice import predicted_advice
-from lrphase.cli.app import app
 from lrphase.cli.render.check import annotation
 from lrphase.theory.activations import classify
 from lrphase.theory.phases import predict_phases
 from lrphase.workflows.check import place
 
-runner = CliRunner()
 ROOT = Path(__file__).resolve().parents[1]
 
-WARMUP_FILE = """
-import torch
-from torch import nn
 
-class Warmup(nn.Module):
-    def __init__(self, n):
-        super().__init__()
-        gen = torch.Generator().manual_seed(0)
-        self.n = n
-        self.u = nn.Parameter(torch.randn(n, generator=gen, dtype=torch.float64))
-        self.v = nn.Parameter(torch.randn(n, generator=gen, dtype=torch.float64))
-
-    def forward(self, x):
-        return (x * self.u) @ self.v.unsqueeze(1) / self.n**0.5
-
-model = Warmup(64)
-data = (torch.ones(8, 1, dtype=torch.float64), torch.zeros(8, 1, dtype=torch.float64))
-batch_size = 8
-"""
+@pytest.fixture
+def warmup(model_file) -> tuple[str, float]:
+    """The model file (``warmup.py`` in tmp_path) and its exact λ₀."""
+    return model_file(warmup_source(64, samples=8), "warmup.py"), warmup_lambda0(warmup_case(64)[0])
 
 
-@pytest.fixture(scope="module")
-def warmup(tmp_path_factory) -> tuple[str, float]:
-    """The model file and its exact λ₀."""
-    path = tmp_path_factory.mktemp("warmup") / "warmup.py"
-    path.write_text(textwrap.dedent(WARMUP_FILE))
-    gen = torch.Generator().manual_seed(0)
-    u, v = (torch.randn(64, generator=gen, dtype=torch.float64) for _ in range(2))
-    return str(path), ((u @ u + v @ v) / 64).item()
+@pytest.fixture
+def check(cli):
+    """``check(path, lr, *args, env=None)``: ``lrphase check`` on one batch, outside GitHub Actions unless ``env`` says so."""
+
+    def run(path: str, lr: float, *args: str, env: dict | None = None):
+        return cli("check", path, "--lr", repr(lr), "--batches", "1", *args, env=env or {"GITHUB_ACTIONS": ""})
+
+    return run
 
 
-def check(path: str, lr: float, *args: str, env: dict | None = None):
-    return runner.invoke(app, ["check", path, "--lr", repr(lr), "--batches", "1", *args], env=env or {"GITHUB_ACTIONS": ""})
+@pytest.fixture
+def as_json(check):
+    """``as_json(path, lr, *args)``: the ``--json`` record of ``check``, its exit code checked against the process's."""
 
+    def run(path: str, lr: float, *args: str) -> dict:
+        result = check(path, lr, "--json", *args)
+        record = json.loads(result.stdout)
+        assert record["exit_code"] == result.exit_code
+        return record
 
-def as_json(path: str, lr: float, *args: str) -> dict:
-    result = check(path, lr, "--json", *args)
-    record = json.loads(result.stdout)
-    assert record["exit_code"] == result.exit_code
-    return record
+    return run
 
 
 @pytest.mark.parametrize(
@@ -93,7 +77,7 @@ def as_json(path: str, lr: float, *args: str) -> dict:
         (1.9, ("--weight-decay", "0.5", "--accept", "lazy"), 1, "catapult"),  # curvature λ₀ + wd ≈ 1.24 λ₀
     ],
 )
-def test_exit_codes_0_and_1_where_the_theory_puts_the_rate(warmup, eta_lambda0, args, code, phase):
+def test_exit_codes_0_and_1_where_the_theory_puts_the_rate(warmup, as_json, eta_lambda0, args, code, phase):
     path, lambda0 = warmup
     out = as_json(path, eta_lambda0 / lambda0, *args)
     assert out["exit_code"] == code and out["phase"] == phase and out["accepted"] is (code == 0)
@@ -102,7 +86,7 @@ def test_exit_codes_0_and_1_where_the_theory_puts_the_rate(warmup, eta_lambda0, 
     assert (out["suggested_lr"] is None) is (code == 0)
 
 
-def test_a_failing_rate_says_why_and_what_works(warmup):
+def test_a_failing_rate_says_why_and_what_works(warmup, as_json):
     path, lambda0 = warmup
     out = as_json(path, 6.0 / lambda0)
     assert out["eta_crit"] == pytest.approx(2 / lambda0, rel=1e-6)
@@ -116,7 +100,7 @@ def test_a_failing_rate_says_why_and_what_works(warmup):
     assert "within the margin 0.1 of η_max" in margin["message"]
 
 
-def test_table_output_and_json_keys(warmup):
+def test_table_output_and_json_keys(warmup, check, as_json):
     path, lambda0 = warmup
     result = check(path, 6.0 / lambda0)
     assert result.exit_code == 1
@@ -147,7 +131,7 @@ def test_table_output_and_json_keys(warmup):
     assert out["accept"] == ["lazy", "catapult"] and out["applies"] is True and out["converged"] is True
 
 
-def test_adaptive_optimizer_exits_5_and_says_so(warmup):
+def test_adaptive_optimizer_exits_5_and_says_so(warmup, check, as_json):
     path, lambda0 = warmup
     out = as_json(path, 1.0 / lambda0, "--optimizer", "adam")
     assert out["exit_code"] == 5 and out["applies"] is False
@@ -157,7 +141,7 @@ def test_adaptive_optimizer_exits_5_and_says_so(warmup):
     assert table.exit_code == 5 and "NOT CHECKED" in table.stdout
 
 
-def test_unconverged_estimate_exits_3(warmup):
+def test_unconverged_estimate_exits_3(warmup, check):
     path, lambda0 = warmup
     result = check(path, 1.0 / lambda0, "--tol", "1e-14", "--max-iter", "1")
     assert result.exit_code == 3 and "NOT CONVERGED" in result.stdout
@@ -172,18 +156,18 @@ def test_unconverged_estimate_exits_3(warmup):
         (("--lr", "0.1", "--nesterov"), "Nesterov momentum needs momentum > 0"),
     ],
 )
-def test_bad_input_exits_2(warmup, args, message):
-    result = runner.invoke(app, ["check", warmup[0], *args])
+def test_bad_input_exits_2(warmup, cli, args, message):
+    result = cli("check", warmup[0], *args)
     assert result.exit_code == 2, result.output
     assert message in result.stderr and "Traceback" not in result.output
 
 
-def test_missing_model_file_exits_2(tmp_path):
-    result = runner.invoke(app, ["check", str(tmp_path / "nope.py"), "--lr", "0.1"])
+def test_missing_model_file_exits_2(tmp_path, cli):
+    result = cli("check", str(tmp_path / "nope.py"), "--lr", "0.1")
     assert result.exit_code == 2 and "not found" in result.stderr
 
 
-def test_internal_error_exits_4(warmup, monkeypatch):
+def test_internal_error_exits_4(warmup, check, monkeypatch):
     def broken(*args, **kwargs):
         raise RuntimeError("boom")
 
@@ -192,7 +176,7 @@ def test_internal_error_exits_4(warmup, monkeypatch):
     assert result.exit_code == 4 and "unexpected RuntimeError: boom" in result.stderr
 
 
-def test_github_annotations(warmup):
+def test_github_annotations(warmup, check, cli):
     path, lambda0 = warmup
     failing = check(path, 6.0 / lambda0, env={"GITHUB_ACTIONS": "true"})
     last = failing.stdout.strip().splitlines()[-1]
@@ -203,7 +187,7 @@ def test_github_annotations(warmup):
     assert "::" not in quiet.stdout
     machine = check(path, 6.0 / lambda0, "--json", "--github")  # JSON stays alone on stdout
     assert json.loads(machine.stdout)["exit_code"] == 1 and machine.stderr.startswith("::error ")
-    bad = runner.invoke(app, ["check", path, "--github"])
+    bad = cli("check", path, "--github")
     assert bad.exit_code == 2 and "::error title=lrphase check::no learning rate" in bad.stdout
 
 
@@ -211,7 +195,7 @@ def test_annotation_escapes_newlines_and_percent():
     assert annotation("error", "50% off\nnext") == "::error title=lrphase check::50%25 off%0Anext"
 
 
-def test_same_seed_same_verdict(warmup):
+def test_same_seed_same_verdict(warmup, check):
     path, lambda0 = warmup
     runs = [check(path, 2.5 / lambda0, "--json", "--batches", "2", "--seed", "7").stdout for _ in range(2)]
     assert runs[0] == runs[1]
@@ -230,10 +214,8 @@ def test_margin_and_suggestion_rules():
 
 
 def test_python_api_as_a_user_would():
-    torch.manual_seed(0)
-    model = WarmupModel(64)
-    x, y = torch.ones(16, 1, dtype=torch.float64), torch.zeros(16, 1, dtype=torch.float64)
-    lambda0 = ((model.u.pow(2).sum() + model.v.pow(2).sum()) / 64).item()
+    model, (x, y) = warmup_case(64, samples=16)
+    lambda0 = warmup_lambda0(model)
     before = {k: v.clone() for k, v in model.state_dict().items()}
 
     result = lrphase.check(model, (x, y), lr=2.0 / lambda0, optimizer="sgd", momentum=0.9, batches=1)
@@ -257,8 +239,7 @@ def test_python_api_as_a_user_would():
 
 
 def test_python_api_rejects_bad_arguments():
-    model = WarmupModel(8)
-    data = (torch.ones(4, 1, dtype=torch.float64), torch.zeros(4, 1, dtype=torch.float64))
+    model, data = warmup_case(8, samples=4)
     with pytest.raises(lrphase.InputError, match="no learning rate"):
         lrphase.check(model, data)
     with pytest.raises(lrphase.InputError, match="'margin' passed to lrphase.check must be a number ≥ 0"):
@@ -274,12 +255,12 @@ def test_documented_python_example_runs():
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT, timeout=300)
 
 
-def test_example_workflow_is_valid_and_its_command_works(tmp_path):
+def test_example_workflow_is_valid_and_its_command_works(tmp_path, model_file):
     workflow = yaml.safe_load((ROOT / "examples" / "github-actions-lrphase.yml").read_text())
     assert workflow["name"] and "jobs" in workflow and (True in workflow or "on" in workflow)  # YAML 1.1 reads `on` as true
     steps = [step for job in workflow["jobs"].values() for step in job["steps"]]
     command = next(step["run"] for step in steps if "lrphase check" in step.get("run", ""))
-    (tmp_path / "warmup.py").write_text(textwrap.dedent(WARMUP_FILE))
+    model_file(warmup_source(64, samples=8), "warmup.py")
     env = {**os.environ, "GITHUB_ACTIONS": "true", "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     for lr, code, level in ((0.1, 0, "::notice"), (10.0, 1, "::error")):
         (tmp_path / "pyproject.toml").write_text(f'[tool.lrphase]\nmodel = "warmup.py"\nlr = {lr}\nbatches = 1\n')

@@ -6,14 +6,8 @@ import json
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
-
-from lrphase.cli.app import app
-
-runner = CliRunner()
 
 GOOD = """
 import torch
@@ -25,35 +19,25 @@ batch_size = 20
 """
 
 
-def write(tmp_path: Path, source: str, name: str = "model.py") -> str:
-    path = tmp_path / name
-    path.write_text(textwrap.dedent(source))
-    return str(path)
-
-
-def run(*args: str):
-    return runner.invoke(app, list(args))
-
-
-def test_probe_prints_the_phase_table(tmp_path):
-    result = run("probe", write(tmp_path, GOOD), "--seed", "1", "--no-measure")
+def test_probe_prints_the_phase_table(model_file, cli):
+    result = cli("probe", model_file(GOOD), "--seed", "1", "--no-measure")
     assert result.exit_code == 0, result.output
     for text in ("λ₀", "η_crit = 2/λ₀", "η_max = c_act/λ₀", "recommended η", "lazy", "catapult", "divergent", "converged"):
         assert text in result.output
     assert "not measured" in result.output  # minibatches of 20 from 40 samples: the prediction is not exact
 
 
-def test_probe_measures_the_edge_outside_the_papers_setting_and_shows_the_runs(tmp_path):
-    result = run("probe", write(tmp_path, GOOD), "--seed", "1")
+def test_probe_measures_the_edge_outside_the_papers_setting_and_shows_the_runs(model_file, cli):
+    result = cli("probe", model_file(GOOD), "--seed", "1")
     assert result.exit_code == 0, result.output
     for text in ("η_max (measured)", "measured edge", "trains", "fails", "recommended η", "η_max/4"):
         assert text in result.output
-    full_batch = run("probe", write(tmp_path, GOOD.replace("batch_size = 20", "batch_size = 40")), "--json")
+    full_batch = cli("probe", model_file(GOOD.replace("batch_size = 20", "batch_size = 40")), "--json")
     assert json.loads(full_batch.stdout)["eta_max_source"] == "predicted"  # MSE, full-batch GD, ReLU: exact
 
 
-def test_probe_json_has_the_documented_keys(tmp_path):
-    result = run("probe", write(tmp_path, GOOD), "--json")
+def test_probe_json_has_the_documented_keys(model_file, cli):
+    result = cli("probe", model_file(GOOD), "--json")
     assert result.exit_code == 0, result.output
     out = json.loads(result.stdout)
     for key in (
@@ -78,12 +62,12 @@ def test_probe_json_has_the_documented_keys(tmp_path):
     assert out["loss"] == "mse" and out["batches"] == 1 and out["batch_size"] == 20  # one batch places the search
 
 
-def test_factory_target_and_cross_entropy(tmp_path):
+def test_factory_target_and_cross_entropy(model_file, cli):
     source = GOOD + textwrap.dedent("""
         def build():
             return {"model": nn.Sequential(nn.Linear(5, 8), nn.Tanh(), nn.Linear(8, 3)), "loss": "cross_entropy"}
     """)
-    result = run("probe", write(tmp_path, source) + ":build", "--json")
+    result = cli("probe", model_file(source) + ":build", "--json")
     assert result.exit_code == 0, result.output
     out = json.loads(result.stdout)
     assert out["activation"] == "tanh" and out["c_act"] == 4
@@ -91,7 +75,7 @@ def test_factory_target_and_cross_entropy(tmp_path):
     assert out["measurement"]["runs"] and out["eta_max"] == out["measurement"]["eta_max"]
 
 
-def test_functional_relu_is_detected(tmp_path):
+def test_functional_relu_is_detected(model_file, cli):
     source = GOOD + textwrap.dedent("""
         import torch.nn.functional as F
         class Net(nn.Module):
@@ -102,7 +86,7 @@ def test_functional_relu_is_detected(tmp_path):
                 return self.b(F.relu(self.a(x)))
         model = Net
     """)
-    out = json.loads(run("probe", write(tmp_path, source), "--json").stdout)
+    out = json.loads(cli("probe", model_file(source), "--json").stdout)
     assert out["activation"] == "relu"
 
 
@@ -139,9 +123,9 @@ BAD_INPUTS = {
 
 
 @pytest.mark.parametrize("case", sorted(BAD_INPUTS))
-def test_bad_input_is_one_line_with_exit_code_2(tmp_path, case):
+def test_bad_input_is_one_line_with_exit_code_2(model_file, cli, case):
     source, message = BAD_INPUTS[case]
-    result = run("probe", write(tmp_path, source))
+    result = cli("probe", model_file(source))
     assert result.exit_code == 2, result.output
     assert message in result.stderr
     assert "Traceback" not in result.output
@@ -149,20 +133,20 @@ def test_bad_input_is_one_line_with_exit_code_2(tmp_path, case):
     assert result.stdout == ""
 
 
-def test_missing_file(tmp_path):
-    result = run("probe", str(tmp_path / "nope.py"))
+def test_missing_file(tmp_path, cli):
+    result = cli("probe", str(tmp_path / "nope.py"))
     assert result.exit_code == 2
     assert "not found" in result.stderr and "Traceback" not in result.output
 
 
-def test_debug_shows_the_traceback(tmp_path):
-    result = run("probe", write(tmp_path, "model = ("), "--debug")
+def test_debug_shows_the_traceback(model_file, cli):
+    result = cli("probe", model_file("model = ("), "--debug")
     assert result.exit_code != 0
     assert isinstance(result.exception, Exception)
 
 
-def test_unconverged_estimate_exits_3_and_says_so(tmp_path):
-    result = run("probe", write(tmp_path, GOOD), "--tol", "1e-12", "--max-iter", "2")
+def test_unconverged_estimate_exits_3_and_says_so(model_file, cli):
+    result = cli("probe", model_file(GOOD), "--tol", "1e-12", "--max-iter", "2")
     assert result.exit_code == 3
     assert "NOT CONVERGED" in result.stdout
 
@@ -172,7 +156,7 @@ def test_help_does_not_import_torch():
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
-def test_an_interrupted_measurement_prints_the_runs_it_finished(tmp_path, monkeypatch):
+def test_an_interrupted_measurement_prints_the_runs_it_finished(model_file, cli, monkeypatch):
     from lrphase.dynamics.stability import EdgeTrainer
 
     real_run = EdgeTrainer.run
@@ -185,6 +169,6 @@ def test_an_interrupted_measurement_prints_the_runs_it_finished(tmp_path, monkey
         return real_run(self, lr, steps)
 
     monkeypatch.setattr(EdgeTrainer, "run", interrupted_second)
-    result = run("probe", write(tmp_path, GOOD), "--json")
+    result = cli("probe", model_file(GOOD), "--json")
     assert result.exit_code == 130 and result.stdout == ""
     assert "runs measured before the interrupt" in result.stderr and f"η = {calls[0]:.6g}: " in result.stderr

@@ -5,41 +5,17 @@ from __future__ import annotations
 import json
 
 import pytest
-from typer.testing import CliRunner
 
-from lrphase.cli.app import app
-
-runner = CliRunner()
-
-WARMUP = """
-import torch
-from torch import nn
-
-class Warmup(nn.Module):
-    def __init__(self, n=400):
-        super().__init__()
-        gen = torch.Generator().manual_seed(0)
-        self.n = n
-        self.u = nn.Parameter(torch.randn(n, 1, generator=gen, dtype=torch.float64))
-        self.v = nn.Parameter(torch.randn(n, generator=gen, dtype=torch.float64))
-    def forward(self, x):
-        return (x @ self.u.T) @ self.v.unsqueeze(1) / self.n ** 0.5
-
-model = Warmup()
-data = (torch.ones(1, 1, dtype=torch.float64), torch.zeros(1, 1, dtype=torch.float64))
-batch_size = 1
-"""
+from cases import warmup_source
 
 
 @pytest.fixture
-def warmup_file(tmp_path):
-    path = tmp_path / "warmup.py"
-    path.write_text(WARMUP)
-    return str(path)
+def warmup_file(model_file) -> str:
+    return model_file(warmup_source(400, samples=1), "warmup.py")
 
 
-def test_confirm_sees_the_catapult_at_the_recommended_rate(warmup_file):
-    result = runner.invoke(app, ["probe", warmup_file, "--confirm", "--steps", "60", "--json"])
+def test_confirm_sees_the_catapult_at_the_recommended_rate(warmup_file, cli):
+    result = cli("probe", warmup_file, "--confirm", "--steps", "60", "--json")
     assert result.exit_code == 0, result.output
     out = json.loads(result.stdout)
     runs = {r["role"]: r for r in out["confirm"]["runs"]}
@@ -53,16 +29,16 @@ def test_confirm_sees_the_catapult_at_the_recommended_rate(warmup_file):
     assert len(runs["recommended"]["losses"]) == 61
 
 
-def test_confirm_table(warmup_file):
-    result = runner.invoke(app, ["probe", warmup_file, "--confirm"])
+def test_confirm_table(warmup_file, cli):
+    result = cli("probe", warmup_file, "--confirm")
     assert result.exit_code == 0, result.output
     assert "confirmation" in result.stdout and "catapult" in result.stdout
 
 
-def test_sweep_json_out_folder_and_resume(warmup_file, tmp_path, monkeypatch):
+def test_sweep_json_out_folder_and_resume(warmup_file, cli, tmp_path, monkeypatch):
     out_dir = tmp_path / "runs"
     args = ["sweep", warmup_file, "--steps", "100", "--points", "8", "--refine", "2", "--out", str(out_dir), "--json"]
-    first = runner.invoke(app, args)
+    first = cli(*args)
     assert first.exit_code == 0, first.output
     out = json.loads(first.stdout)
     for key in ("lambda0", "eta_crit", "eta_max", "eta_crit_empirical", "eta_max_empirical", "c_act_fitted", "runs"):
@@ -78,17 +54,15 @@ def test_sweep_json_out_folder_and_resume(warmup_file, tmp_path, monkeypatch):
         raise AssertionError("a finished run was trained again")
 
     monkeypatch.setattr(runs.Trainer, "run", no_training)
-    second = runner.invoke(app, args)
+    second = cli(*args)
     assert second.exit_code == 0, second.output
     assert json.loads(second.stdout)["runs"] == out["runs"]
 
 
-def test_sweep_table_and_plot(warmup_file, tmp_path):
+def test_sweep_table_and_plot(warmup_file, cli, tmp_path):
     pytest.importorskip("matplotlib")
     plot = tmp_path / "phases.png"
-    result = runner.invoke(
-        app, ["sweep", warmup_file, "--steps", "80", "--lrs", "0.2,0.8,1.5,3", "--refine", "0", "--plot", str(plot)]
-    )
+    result = cli("sweep", warmup_file, "--steps", "80", "--lrs", "0.2,0.8,1.5,3", "--refine", "0", "--plot", str(plot))
     assert result.exit_code == 0, result.output
     assert "phase boundaries" in result.stdout
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -98,7 +72,7 @@ def test_sweep_table_and_plot(warmup_file, tmp_path):
     ("option", "message"),
     [("--lrs=0.1,abc", "comma-separated numbers"), ("--lrs=-1", "positive"), ("--steps=0", "--steps must be")],
 )
-def test_sweep_bad_options(warmup_file, option, message):
-    result = runner.invoke(app, ["sweep", warmup_file, option])
+def test_sweep_bad_options(warmup_file, cli, option, message):
+    result = cli("sweep", warmup_file, option)
     assert result.exit_code == 2
     assert message in result.stderr

@@ -7,15 +7,11 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
-from lrphase.cli.app import app
 from lrphase.cli.config import find_pyproject, resolve_settings
 from lrphase.errors import InputError
 from lrphase.settings import Settings
 from lrphase.theory.optimizers import Optimizer
-
-runner = CliRunner()
 
 MODEL = """
 import torch
@@ -29,15 +25,20 @@ momentum = 0.5
 """
 
 
-def project(tmp_path: Path, table: str, *, model: str = MODEL, name: str = "pyproject.toml") -> Path:
-    """A project folder with a config file and ``model.py``."""
-    (tmp_path / name).write_text(textwrap.dedent(table))
-    (tmp_path / "model.py").write_text(textwrap.dedent(model))
-    return tmp_path
+@pytest.fixture
+def project(tmp_path, model_file):
+    """``project(table, name="pyproject.toml")``: tmp_path as a project folder with that config file and ``model.py``."""
+
+    def make(table: str, *, name: str = "pyproject.toml") -> Path:
+        (tmp_path / name).write_text(textwrap.dedent(table))
+        model_file(MODEL)
+        return tmp_path
+
+    return make
 
 
-def test_nearest_pyproject_is_found_from_a_subfolder_and_model_is_relative_to_it(tmp_path):
-    root = project(tmp_path, '[tool.lrphase]\nmodel = "model.py"\nbatches = 2\n')
+def test_nearest_pyproject_is_found_from_a_subfolder_and_model_is_relative_to_it(project):
+    root = project('[tool.lrphase]\nmodel = "model.py"\nbatches = 2\n')
     sub = root / "src" / "deep"
     sub.mkdir(parents=True)
     assert find_pyproject(sub) == root / "pyproject.toml"
@@ -46,8 +47,8 @@ def test_nearest_pyproject_is_found_from_a_subfolder_and_model_is_relative_to_it
     assert settings.batches == 2 and settings.config_file == str(root / "pyproject.toml")
 
 
-def test_a_nearer_pyproject_without_the_table_means_no_config(tmp_path):
-    root = project(tmp_path, "[tool.lrphase]\nbatches = 2\n")
+def test_a_nearer_pyproject_without_the_table_means_no_config(project):
+    root = project("[tool.lrphase]\nbatches = 2\n")
     inner = root / "inner"
     inner.mkdir()
     (inner / "pyproject.toml").write_text('[project]\nname = "inner"\n')
@@ -55,8 +56,8 @@ def test_a_nearer_pyproject_without_the_table_means_no_config(tmp_path):
     assert settings.batches is None and settings.config_file is None  # None: the probe's default (3, or 1 when measuring)
 
 
-def test_precedence_cli_over_config_over_model_file_over_defaults(tmp_path):
-    root = project(tmp_path, '[tool.lrphase]\nmodel = "model.py"\nlr = 0.02\nbatch_size = 4\nnesterov = true\n')
+def test_precedence_cli_over_config_over_model_file_over_defaults(project):
+    root = project('[tool.lrphase]\nmodel = "model.py"\nlr = 0.02\nbatch_size = 4\nnesterov = true\n')
     settings = resolve_settings(cwd=root, overrides={"lr": 0.03, "seed": None, "momentum": None})
     assert settings.lr == 0.03  # command line beats the config
     assert settings.seed == 0  # an option left out does not override the built-in default
@@ -68,13 +69,13 @@ def test_precedence_cli_over_config_over_model_file_over_defaults(tmp_path):
     assert Settings(target="m.py").optimizer_spec() == Optimizer()  # built-in: plain SGD
 
 
-def test_the_command_line_target_beats_the_config_model(tmp_path):
-    root = project(tmp_path, '[tool.lrphase]\nmodel = "model.py"\n')
+def test_the_command_line_target_beats_the_config_model(project):
+    root = project('[tool.lrphase]\nmodel = "model.py"\n')
     assert resolve_settings("other.py", cwd=root).target == "other.py"
 
 
-def test_explicit_config_file_read_whole_or_by_table(tmp_path):
-    root = project(tmp_path, 'model = "model.py"\nmargin = 0.2\naccept = "lazy"\n', name="lrphase.toml")
+def test_explicit_config_file_read_whole_or_by_table(project):
+    root = project('model = "model.py"\nmargin = 0.2\naccept = "lazy"\n', name="lrphase.toml")
     settings = resolve_settings(config=str(root / "lrphase.toml"))
     assert settings.margin == 0.2 and settings.accept == ("lazy",) and Path(settings.target) == root / "model.py"
     (root / "ci.toml").write_text('[tool.lrphase]\naccept = ["catapult", "lazy"]\n')
@@ -100,8 +101,8 @@ def test_explicit_config_file_read_whole_or_by_table(tmp_path):
         ("lrphase = 3", "unknown key 'lrphase'"),
     ],
 )
-def test_unknown_keys_and_wrong_types_name_the_key(tmp_path, table, message):
-    root = project(tmp_path, "[tool.lrphase]\n" + table + "\n")
+def test_unknown_keys_and_wrong_types_name_the_key(project, table, message):
+    root = project("[tool.lrphase]\n" + table + "\n")
     with pytest.raises(InputError) as info:
         resolve_settings("model.py", cwd=root)
     assert message in str(info.value)
@@ -125,24 +126,24 @@ def test_bad_toml_missing_config_and_no_model(tmp_path):
         resolve_settings(cwd=tmp_path)
 
 
-def test_cli_runs_with_no_positional_argument_in_a_configured_project(tmp_path, monkeypatch):
-    project(tmp_path, '[tool.lrphase]\nmodel = "model.py"\nbatches = 2\nseed = 3\n')
+def test_cli_runs_with_no_positional_argument_in_a_configured_project(tmp_path, project, cli, monkeypatch):
+    project('[tool.lrphase]\nmodel = "model.py"\nbatches = 2\nseed = 3\n')
     monkeypatch.chdir(tmp_path)
-    probed = runner.invoke(app, ["probe", "--json"])
+    probed = cli("probe", "--json")
     assert probed.exit_code == 0, probed.output
     out = json.loads(probed.stdout)
     assert out["batches"] == 2 and out["batch_size"] == 8
     assert out["optimizer"]["momentum"] == 0.5  # from the model file: the phases are for its optimizer
-    checked = runner.invoke(app, ["check", "--json"])
+    checked = cli("check", "--json")
     assert checked.exit_code == 0, checked.output
     assert json.loads(checked.stdout)["lr"] == 0.01  # the model file's lr
 
 
-def test_cli_option_overrides_the_config(tmp_path, monkeypatch):
-    project(tmp_path, '[tool.lrphase]\nmodel = "model.py"\nlr = 1000.0\nbatches = 1\n')
+def test_cli_option_overrides_the_config(tmp_path, project, cli, monkeypatch):
+    project('[tool.lrphase]\nmodel = "model.py"\nlr = 1000.0\nbatches = 1\n')
     monkeypatch.chdir(tmp_path)
-    assert runner.invoke(app, ["check"]).exit_code == 1  # the config's rate diverges
-    assert runner.invoke(app, ["check", "--lr", "0.001"]).exit_code == 0
+    assert cli("check").exit_code == 1  # the config's rate diverges
+    assert cli("check", "--lr", "0.001").exit_code == 0
 
 
 @pytest.mark.parametrize(
@@ -153,18 +154,18 @@ def test_cli_option_overrides_the_config(tmp_path, monkeypatch):
         ('seed = "x"', "'seed' in [tool.lrphase] of"),
     ],
 )
-def test_config_errors_exit_2_with_one_line(tmp_path, monkeypatch, table, message):
-    project(tmp_path, "[tool.lrphase]\n" + table + "\n")
+def test_config_errors_exit_2_with_one_line(tmp_path, project, cli, monkeypatch, table, message):
+    project("[tool.lrphase]\n" + table + "\n")
     monkeypatch.chdir(tmp_path)
     for command in ("check", "probe"):
-        result = runner.invoke(app, [command])
+        result = cli(command)
         assert result.exit_code == 2, result.output
         assert message in result.stderr and result.stderr.strip().count("\n") == 0
 
 
-def test_cli_options_are_checked_like_config_values(tmp_path):
-    root = project(tmp_path, "")
-    result = runner.invoke(app, ["check", str(root / "model.py"), "--margin", "-1"])
+def test_cli_options_are_checked_like_config_values(project, cli):
+    root = project("")
+    result = cli("check", str(root / "model.py"), "--margin", "-1")
     assert result.exit_code == 2 and "--margin must be a number ≥ 0" in result.stderr
-    result = runner.invoke(app, ["check", str(root / "model.py"), "--accept", "lazy,divergent"])
+    result = cli("check", str(root / "model.py"), "--accept", "lazy,divergent")
     assert result.exit_code == 2 and "--accept must be a list of phases" in result.stderr

@@ -7,7 +7,6 @@ import os
 import socket
 import subprocess
 import sys
-import textwrap
 
 import pytest
 import torch
@@ -43,6 +42,24 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def torchrun(*args: str, cwd=None) -> subprocess.CompletedProcess:
+    """``python -m torch.distributed.run`` with 2 processes on this machine, one thread each."""
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_addr",
+        "127.0.0.1",
+        "--master_port",
+        str(free_port()),
+        *args,
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=300, cwd=cwd)
+
+
 def single_process() -> dict:
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(5, 32), torch.nn.Tanh(), torch.nn.Linear(32, 3))
@@ -56,25 +73,8 @@ def single_process() -> dict:
 
 
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed is not available")
-def test_two_gloo_processes_match_one(tmp_path):
-    script = tmp_path / "worker.py"
-    script.write_text(textwrap.dedent(WORKER))
-    result_path = tmp_path / "result"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node",
-        "2",
-        "--master_addr",
-        "127.0.0.1",
-        "--master_port",
-        str(free_port()),
-        str(script),
-        str(result_path),
-    ]
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+def test_two_gloo_processes_match_one(tmp_path, model_file):
+    done = torchrun(model_file(WORKER, "worker.py"), str(tmp_path / "result"))
     assert done.returncode == 0, done.stderr[-2000:]
     ranks = [json.loads((tmp_path / f"result.{r}").read_text()) for r in range(2)]
     expected = single_process()
@@ -97,45 +97,21 @@ batch_size = 32
 """
 
 
-def torchrun(tmp_path, *args: str) -> subprocess.CompletedProcess:
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node",
-        "2",
-        "--master_addr",
-        "127.0.0.1",
-        "--master_port",
-        str(free_port()),
-        "-m",
-        "lrphase",
-        *args,
-    ]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
-
-
-def test_cli_under_torchrun_prints_once_and_matches_one_process(tmp_path):
-    from typer.testing import CliRunner
-
-    from lrphase.cli.app import app
-
-    model_file = tmp_path / "model.py"
-    model_file.write_text(textwrap.dedent(MODEL_FILE))
-    args = ["probe", str(model_file), "--json", "--dtype", "float64", "--tol", "1e-9"]
-    done = torchrun(tmp_path, *args)
+def test_cli_under_torchrun_prints_once_and_matches_one_process(tmp_path, model_file, cli):
+    path = model_file(MODEL_FILE)
+    args = ["probe", path, "--json", "--dtype", "float64", "--tol", "1e-9"]
+    done = torchrun("-m", "lrphase", *args, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
     sharded = json.loads(done.stdout)  # exactly one JSON object: only rank 0 prints
-    single = json.loads(CliRunner().invoke(app, args).stdout)
+    single = json.loads(cli(*args).stdout)
     assert sharded["lambda0"] == pytest.approx(single["lambda0"], rel=1e-8)
     assert sharded["eta_crit"] == pytest.approx(single["eta_crit"], rel=1e-8)
 
-    sweep_args = ["sweep", str(model_file), "--json", "--lrs", "0.05,0.5,2,20", "--steps", "30", "--refine", "2"]
-    done = torchrun(tmp_path, *sweep_args)
+    sweep_args = ["sweep", path, "--json", "--lrs", "0.05,0.5,2,20", "--steps", "30", "--refine", "2"]
+    done = torchrun("-m", "lrphase", *sweep_args, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
     spread = json.loads(done.stdout)
-    alone = json.loads(CliRunner().invoke(app, sweep_args).stdout)
+    alone = json.loads(cli(*sweep_args).stdout)
     assert [r["phase"] for r in spread["runs"]] == [r["phase"] for r in alone["runs"]]
     assert [r["lr"] for r in spread["runs"]] == pytest.approx([r["lr"] for r in alone["runs"]], rel=1e-12)
     assert len(spread["runs"]) == 4 + 2 * 2  # the grid, then each round one rate per open bracket, one per rank

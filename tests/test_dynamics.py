@@ -7,24 +7,19 @@ import copy
 import pytest
 import torch
 
-from cases import WarmupModel
+from cases import WarmupModel, warmup_case, warmup_lambda0
 from lrphase.curvature.losses import PAPER_MSE
 from lrphase.dynamics.runs import make_trainer
 from lrphase.workflows.sweep import run_sweep
 
 
-def warmup(width=1000, seed=0):
-    model = WarmupModel(width, torch.Generator().manual_seed(seed))
-    return model, (torch.ones(1, 1, dtype=torch.float64), torch.zeros(1, 1, dtype=torch.float64))
-
-
 def test_training_matches_the_exact_warmup_recurrence():
     """Paper eqs. (6)-(7): f ← (1 − ηλ + η²f²/n) f and λ ← λ + (η f²/n)(ηλ − 4), no approximation."""
     n = 200
-    model, data = warmup(n)
+    model, data = warmup_case(n)
     trainer = make_trainer(model, data, loss=PAPER_MSE, batch_size=1, device=torch.device("cpu"), dtype=None, tol=1e-12)
     f = (model.v.detach() @ model.u.detach()[:, 0]).item() / n**0.5
-    lam = (model.u.detach().square().sum() + model.v.detach().square().sum()).item() / n
+    lam = warmup_lambda0(model)
     eta = 3.0 / lam
     run = trainer.run(eta, 30, track_every=1)
     expected_losses, expected_lams = [], []
@@ -39,7 +34,7 @@ def test_training_matches_the_exact_warmup_recurrence():
 
 
 def test_a_run_ends_early_only_once_its_verdict_is_settled():
-    model, data = warmup(500)
+    model, data = warmup_case(500)
     trainer = make_trainer(model, data, loss=PAPER_MSE, batch_size=1, device=torch.device("cpu"), dtype=None)
     lam = trainer.initial_curvature()
     lazy = trainer.run(1.5 / lam, 100, stop_when_catapulted=True)
@@ -53,7 +48,7 @@ def test_a_run_ends_early_only_once_its_verdict_is_settled():
 
 
 def test_warmup_sweep_reproduces_figure_2():
-    model, data = warmup()
+    model, data = warmup_case()
     result = run_sweep(model, data, points=12, steps=200, refine=3, c_act=4.0, batch_size=1)
     lam = result.lambda0
     for r in result.runs:
@@ -97,7 +92,7 @@ def test_wide_relu_mlp_on_digits_critical_rate():
 
 
 def test_sweep_leaves_the_model_untouched():
-    model, data = warmup(50)
+    model, data = warmup_case(50)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     run_sweep(model, data, lrs=[0.5, 5.0], steps=20, refine=0, batch_size=1)
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())

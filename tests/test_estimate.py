@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cases import WarmupModel, dense_gauss_newton_top, dense_ntk_top, make_case
+from cases import dense_gauss_newton_top, dense_ntk_top, make_case, warmup_case, warmup_lambda0
 from lrphase import estimate_lambda0
 
 
@@ -58,10 +58,9 @@ def test_mse_loss_doubles_the_paper_lambda0():
 
 @pytest.mark.parametrize("width", [10, 1000])
 def test_warmup_model_closed_form(width):
-    model = WarmupModel(width, torch.Generator().manual_seed(3))
-    x, y = torch.ones(1, 1, dtype=torch.float64), torch.zeros(1, 1, dtype=torch.float64)
-    est = estimate_lambda0(model, (x, y), batch_size=1, batches=1, tol=1e-12)
-    expected = (model.u.detach().square().sum() + model.v.detach().square().sum()).item() / width
+    model, data = warmup_case(width, seed=3)
+    est = estimate_lambda0(model, data, batch_size=1, batches=1, tol=1e-12)
+    expected = warmup_lambda0(model)
     assert est.lambda0 == pytest.approx(expected, rel=1e-12)
     assert est.converged and est.iterations == 1
 

@@ -15,7 +15,7 @@ import re
 import pytest
 import torch
 
-from cases import WarmupModel
+from cases import warmup_case, warmup_lambda0
 from lrphase.errors import InputError
 from lrphase.theory.activations import classify
 from lrphase.theory.optimizers import Optimizer
@@ -84,8 +84,7 @@ def test_eta_crit_matches_simulated_sgd_to_one_percent(name):
 
 def _warmup_run(opt: Optimizer, lr: float, *, width: int = 256, seed: int = 0, steps: int = 3000) -> tuple[str, float]:
     """Train the warmup model on x = 1, y = 0 with L = f²/2; ('converged' | 'diverged', peak loss ratio)."""
-    model = WarmupModel(width, torch.Generator().manual_seed(seed))
-    x = torch.ones(1, 1, dtype=torch.float64)
+    model, (x, _) = warmup_case(width, seed)
     sgd = _sgd(model.parameters(), lr, opt)
     start = peak = None
     for _ in range(steps):
@@ -115,8 +114,8 @@ def _warmup_run(opt: Optimizer, lr: float, *, width: int = 256, seed: int = 0, s
     ids=lambda o: o.describe(),
 )
 def test_eta_max_on_the_warmup_model(opt):
-    model = WarmupModel(256, torch.Generator().manual_seed(0))
-    lambda0 = ((model.u.pow(2).sum() + model.v.pow(2).sum()) / 256).item()
+    model, _ = warmup_case(256)
+    lambda0 = warmup_lambda0(model)
     phases = predict_phases(lambda0, classify(()), optimizer=opt)
     assert phases.c_act == 4 and phases.eta_crit < phases.eta_max
     inside = math.sqrt(phases.eta_crit * phases.eta_max)

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 import lrphase
-from cases import WarmupModel
+from cases import warmup_case, warmup_lambda0
 from lrphase.curvature.losses import PAPER_MSE
 from lrphase.dynamics.stability import MAX_DOUBLINGS, EdgeRun, make_edge_trainer, search_edge
 from lrphase.theory.optimizers import Optimizer
@@ -27,9 +27,8 @@ def trainer_for(model: nn.Module, data, optimizer: Optimizer | None = None, batc
 
 def test_search_brackets_the_warmup_models_exact_edge():
     """Paper, Section 2: gradient descent on f = n^(-1/2) vᵀ u x converges up to η = 4/λ₀ and diverges above."""
-    model = WarmupModel(1000, torch.Generator().manual_seed(0))
-    lambda0 = ((model.u.square().sum() + model.v.square().sum()) / 1000).item()
-    data = (torch.ones(4, 1, dtype=torch.float64), torch.zeros(4, 1, dtype=torch.float64))
+    model, data = warmup_case(1000, samples=4)
+    lambda0 = warmup_lambda0(model)
     measured = search_edge(trainer_for(model, data), start=1.1 / lambda0, lambda0=lambda0)
     assert measured.bracketed
     assert measured.eta_max < 4.0 / lambda0 < measured.first_failure <= 2**0.25 * measured.eta_max * (1 + 1e-9)
