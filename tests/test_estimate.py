@@ -116,3 +116,6 @@ def test_missing_forward_mode_rule_falls_back_and_says_so():
     assert est.jvp_mode == "double"
     assert any("jvp unavailable" in note for note in est.notes)
     assert est.lambda0 == pytest.approx(reference.lambda0, rel=1e-10)
+    timed = estimate_lambda0(model, (x, y), jvp_mode="auto", **options)  # the timing trial falls back too
+    assert timed.jvp_mode == "double" and any("unavailable" in note for note in timed.notes)
+    assert timed.lambda0 == pytest.approx(reference.lambda0, rel=1e-10)

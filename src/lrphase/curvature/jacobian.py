@@ -127,8 +127,13 @@ class JacobianProducts:
             return self._jvp_impl(v)
         _synchronize(self.output)
         start = time.perf_counter()
-        with _quiet_torch_internals():
-            result = self._jvp_impl(v)
+        try:
+            with _quiet_torch_internals():
+                result = self._jvp_impl(v)
+        except (RuntimeError, NotImplementedError) as exc:  # an op without this mode's rule: double it is
+            self._trials.clear()
+            self._fall_back(exc)
+            return self._jvp_impl(v)
         _synchronize(self.output)
         self._timings[mode] = time.perf_counter() - start
         if not self._trials:
