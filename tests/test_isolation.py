@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import random
 
 import numpy as np
@@ -82,3 +83,86 @@ def test_functional_dropout_does_not_make_the_operator_random(mode):
     assert torch.equal(matvec(u), matvec(u))
     assert torch.dot(w, matvec(u)).item() == pytest.approx(torch.dot(u, matvec(w)).item(), rel=1e-12)
     assert torch.allclose(matvec(u), reference(u), rtol=1e-12, atol=1e-14)
+
+
+class _FunctionalDropout(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = nn.Linear(6, 16), nn.Linear(16, 3)
+
+    def forward(self, x):
+        return self.b(nn.functional.dropout(torch.relu(self.a(x)), p=0.5, training=self.training))
+
+
+class DropPath(nn.Module):
+    """Stochastic depth as timm writes it: the residual branch is dropped per sample in training."""
+
+    def __init__(self, drop_prob: float) -> None:
+        super().__init__()
+        self.drop_prob = drop_prob
+
+    def forward(self, x):
+        if not self.training or self.drop_prob == 0.0:
+            return x
+        keep = torch.rand(x.shape[0], 1, dtype=x.dtype) >= self.drop_prob
+        return x * keep / (1 - self.drop_prob)
+
+
+class _Residual(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.inp, self.branch, self.out = nn.Linear(6, 16), nn.Linear(16, 16), nn.Linear(16, 3)
+        self.drop = DropPath(0.3)
+
+    def forward(self, x):
+        h = torch.tanh(self.inp(x))
+        return self.out(h + self.drop(torch.tanh(self.branch(h))))
+
+
+class _Attention(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.attn = nn.MultiheadAttention(8, 2, dropout=0.3, batch_first=True)
+        self.head = nn.Linear(8, 3)
+
+    def forward(self, x):
+        return self.head(self.attn(x, x, x)[0].mean(dim=1))
+
+
+class _Recurrent(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.rnn = nn.GRU(6, 8, num_layers=2, dropout=0.5, batch_first=True)
+        self.head = nn.Linear(8, 3)
+
+    def forward(self, x):
+        return self.head(self.rnn(x)[0][:, -1])
+
+
+def _eval_mode_reference(model: nn.Module, x: torch.Tensor) -> float:
+    """λ_max of the paper-MSE Gauss–Newton matrix J Jᵀ/(km) of a float64 copy in eval mode, built densely."""
+    from torch.func import functional_call, jacrev
+
+    reference = copy.deepcopy(model).double().eval()
+    params = {n: p.detach() for n, p in reference.named_parameters()}
+    jac = jacrev(lambda p: functional_call(reference, p, (x.double(),)).reshape(-1))(params)
+    j = torch.cat([t.reshape(t.shape[0], -1) for t in jac.values()], dim=1)
+    return torch.linalg.eigvalsh(j @ j.T)[-1].item() / j.shape[0]
+
+
+@pytest.mark.parametrize(
+    "factory, shape",
+    [(_FunctionalDropout, (6,)), (_Residual, (6,)), (_Attention, (5, 8)), (_Recurrent, (4, 6))],
+)
+def test_every_layer_gated_on_training_is_off_as_in_eval_mode(factory, shape):
+    """Functional dropout, DropPath, attention dropout, recurrent dropout: λ₀ is the eval-mode network's."""
+    torch.manual_seed(0)
+    model = factory().double()
+    gen = torch.Generator().manual_seed(1)
+    x, y = torch.randn(12, *shape, generator=gen, dtype=torch.float64), torch.randn(12, 3, generator=gen, dtype=torch.float64)
+    options = dict(batch_size=12, batches=1, tol=1e-10, max_iter=60, jvp_mode="double")
+    est = lrphase.estimate_lambda0(model, (x, y), **options)
+    assert est.lambda0 == pytest.approx(_eval_mode_reference(model, x), rel=1e-6)
+    assert est.modes.dropout == "off during the estimate" and model.training
+    chunked = lrphase.estimate_lambda0(model, (x, y), chunk_size=4, **options)
+    assert chunked.lambda0 == pytest.approx(est.lambda0, rel=1e-8)  # no mask depends on the batch's shape

@@ -3,8 +3,11 @@
 The user's module is never run, moved or mutated: every computation happens on a
 deep copy prepared so that the curvature operator is a fixed symmetric matrix:
 
-* dropout modules are switched off (``eval``) on the copy, and every forward pass
-  runs under the same RNG seed, so functional randomness is frozen as well;
+* every module except a BatchNorm layer in training mode is put in eval mode, which switches
+  off whatever a module gates on ``self.training``: ``nn.Dropout*``, functional dropout
+  (``F.dropout(x, training=self.training)``), stochastic depth (DropPath), the attention
+  dropout of ``nn.MultiheadAttention``, recurrent inter-layer dropout; and every forward pass
+  runs under the same RNG seed, so any randomness left is frozen as well;
 * BatchNorm layers that are in training mode keep using batch statistics (as in the
   first training step) but stop tracking running statistics, so no in-place buffer
   update happens (that update is what breaks ``torch.func`` transforms);
@@ -24,8 +27,6 @@ import torch
 from torch import nn
 
 from ..errors import InputError
-
-_DROPOUT_TYPES = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout)
 
 
 @contextlib.contextmanager
@@ -73,9 +74,9 @@ def working_copy(model: nn.Module, *, device: torch.device, dtype: torch.dtype |
 
 
 def prepare_for_curvature(module: nn.Module) -> ModeReport:
-    """Freeze dropout and stop BatchNorm running-stat updates, in place on ``module`` (a copy)."""
+    """Eval mode for every module but train-mode BatchNorm, whose running-stat updates stop; in place on a copy."""
     batchnorm_modes = set()
-    dropout_seen = False
+    train_mode_switched = False
     for sub in module.modules():
         if isinstance(sub, nn.modules.batchnorm._BatchNorm):
             if sub.training or not sub.track_running_stats:
@@ -86,9 +87,9 @@ def prepare_for_curvature(module: nn.Module) -> ModeReport:
                 batchnorm_modes.add("batch statistics (train mode, running stats not updated)")
             else:
                 batchnorm_modes.add("running statistics (eval mode, as you set it)")
-        elif isinstance(sub, _DROPOUT_TYPES):
-            dropout_seen = dropout_seen or (sub.training and getattr(sub, "p", 0) > 0)
-            sub.eval()
+        elif sub.training:  # functional dropout cannot be seen from outside: any train-mode module may gate it
+            train_mode_switched = True
+            sub.training = False  # this module alone: eval() would also switch its BatchNorm children
     batchnorm = "; ".join(sorted(batchnorm_modes)) if batchnorm_modes else "none"
-    dropout = "off during the estimate" if dropout_seen else "none"
+    dropout = "off during the estimate" if train_mode_switched else "none"
     return ModeReport(batchnorm=batchnorm, dropout=dropout)
