@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+import lrphase
 from cases import dense_gauss_newton_top, dense_ntk_top, make_case, warmup_case, warmup_lambda0
 from lrphase import estimate_lambda0
 
@@ -119,3 +120,46 @@ def test_missing_forward_mode_rule_falls_back_and_says_so():
     timed = estimate_lambda0(model, (x, y), jvp_mode="auto", **options)  # the timing trial falls back too
     assert timed.jvp_mode == "double" and any("unavailable" in note for note in timed.notes)
     assert timed.lambda0 == pytest.approx(reference.lambda0, rel=1e-10)
+
+
+class _TwoInputs(nn.Module):
+    """A token model with a mask, as text models are written: forward(ids, mask)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.emb, self.head = nn.Embedding(20, 8), nn.Linear(8, 3)
+
+    def forward(self, ids, mask):
+        h = self.emb(ids) * mask.unsqueeze(-1)
+        return self.head(h.sum(1) / mask.sum(1, keepdim=True).clamp(min=1))
+
+
+class _OneInput(nn.Module):
+    """The same network fed one concatenated tensor: an independent path to the same λ₀."""
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x):
+        return self.inner(x[:, :7].long(), x[:, 7:])
+
+
+def test_every_input_of_a_multi_input_dataset_reaches_the_model():
+    from torch.utils.data import TensorDataset
+
+    torch.manual_seed(0)
+    model = _TwoInputs()
+    gen = torch.Generator().manual_seed(1)
+    ids, mask = torch.randint(0, 20, (48, 7), generator=gen), (torch.rand(48, 7, generator=gen) > 0.3).float()
+    labels = torch.randint(0, 3, (48,), generator=gen)
+    options = dict(loss="cross_entropy", batch_size=16, batches=2, tol=1e-8, jvp_mode="double", ntk=False)
+    reference = estimate_lambda0(_OneInput(model), (torch.cat([ids.float(), mask], 1), labels), **options).lambda0
+    for data in (
+        TensorDataset(ids, mask, labels),
+        (ids, mask, labels),
+        [((i, k), label) for i, k, label in zip(ids, mask, labels, strict=True)],
+    ):
+        assert estimate_lambda0(model, data, **options).lambda0 == pytest.approx(reference, rel=1e-6)
+    with pytest.raises(lrphase.InputError, match="48 and 48 and 47 samples"):
+        estimate_lambda0(model, (ids, mask, labels[:-1]), **options)

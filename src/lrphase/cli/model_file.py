@@ -3,8 +3,9 @@
 Contract (docs/cli.md): ``model.py`` is ordinary Python defining
 
 * ``model``: an ``nn.Module`` or a zero-argument callable returning one;
-* ``data``: a ``Dataset``, a ``DataLoader``, an ``(X, Y)`` pair of tensors, or a
-  zero-argument callable returning one of these;
+* ``data``: a ``Dataset``, a ``DataLoader``, an ``(X, Y)`` pair of tensors (``(X₁, …, Xₙ, Y)``
+  for several inputs, see :mod:`lrphase.curvature.data`), or a zero-argument callable returning
+  one of these;
 * optionally ``loss`` (``"mse"``, ``"cross_entropy"`` or an ``nn.Module`` loss),
   ``batch_size``, ``lr``, ``optimizer``, ``momentum``, ``nesterov``, ``weight_decay``.
 

@@ -1,7 +1,10 @@
 """Turning the user's data into batches ``(x, y)`` at the user's batch size.
 
 Accepted forms: a ``Dataset`` whose items are ``(x, y)``, a ``DataLoader``, or an
-``(X, Y)`` pair of tensors with the samples along the first dimension. Batches are drawn
+``(X, Y)`` pair of tensors with the samples along the first dimension. A sample, a batch or a
+tuple of tensors with more than two members is ``(x₁, …, xₙ, y)``: every member but the last is a
+model input, as ``TensorDataset(ids, mask, labels)`` yields them (the model is called with
+``model(ids, mask)``). Batches are drawn
 without replacement by a generator seeded with ``seed``, so they are reproducible and
 the global RNG is never consumed: a few fixed batches for λ₀ (:func:`make_batches`), or the
 endless stream of a training run (:func:`batch_stream`), whose first epoch they are.
@@ -54,9 +57,8 @@ def batch_stream(data: Any, *, batch_size: int | None, seed: int) -> Iterator[Ba
         data, collate = data.dataset, data.collate_fn
     else:
         collate = default_collate
-    if _is_tensor_pair(data):
-        x, y = data
-        return _permuted(size, batch_size, seed, lambda idx: (x[idx.to(x.device)], y[idx.to(y.device)]))
+    if _is_tensor_tuple(data):
+        return _permuted(size, batch_size, seed, lambda idx: _as_pair([t[idx.to(t.device)] for t in data]))
     return _permuted(size, batch_size, seed, lambda idx: _as_pair(collate([data[j] for j in idx.tolist()])))
 
 
@@ -77,11 +79,12 @@ def _sizes(data: Any, batch_size: int | None) -> tuple[int, int]:
         raise InputError(f"--batch-size must be at least 1, got {batch_size}")
     if isinstance(data, DataLoader):
         data = data.dataset
-    if _is_tensor_pair(data):
-        x, y = data
-        if len(x) != len(y):
-            raise InputError(f"data X has {len(x)} samples but Y has {len(y)}: give one label per sample")
-        size = len(x)
+    if _is_tensor_tuple(data):
+        sizes = [len(t) for t in data]
+        if len(set(sizes)) > 1:
+            counts = " and ".join(f"{n}" for n in sizes)
+            raise InputError(f"the tensors of data have {counts} samples: give one target per sample (and one row of each input)")
+        size = sizes[0]
     elif isinstance(data, (Dataset, Sequence)):
         try:
             size = len(data)  # type: ignore[arg-type]  # a map-style Dataset has a length; an iterable one raises
@@ -94,13 +97,9 @@ def _sizes(data: Any, batch_size: int | None) -> tuple[int, int]:
     return size, min(batch_size or min(size, 128), size)
 
 
-def _is_tensor_pair(data: Any) -> bool:
-    return (
-        isinstance(data, (tuple, list))
-        and len(data) == 2
-        and all(isinstance(t, torch.Tensor) for t in data)
-        and data[0].dim() > 0
-    )
+def _is_tensor_tuple(data: Any) -> bool:
+    """``(X, Y)`` or ``(X₁, …, Xₙ, Y)``: tensors with the samples along their first dimension."""
+    return isinstance(data, (tuple, list)) and len(data) >= 2 and all(isinstance(t, torch.Tensor) and t.dim() > 0 for t in data)
 
 
 def _permuted(size: int, batch_size: int, seed: int, take: Callable[[torch.Tensor], Batch]) -> Iterator[Batch]:
@@ -128,8 +127,11 @@ def _loader_stream(loader: DataLoader, seed: int) -> Iterator[Batch]:
 
 
 def _as_pair(batch: Any) -> Batch:
-    if isinstance(batch, (tuple, list)) and len(batch) >= 2:
+    """``(x, y)`` from a collated batch; with more than two members every member but the last is an input."""
+    if isinstance(batch, (tuple, list)) and len(batch) == 2:
         return batch[0], batch[1]
+    if isinstance(batch, (tuple, list)) and len(batch) > 2:
+        return tuple(batch[:-1]), batch[-1]
     if isinstance(batch, dict) and {"x", "y"} <= set(batch):
         return batch["x"], batch["y"]
     raise InputError(f"a batch of data is a {type(batch).__name__}; each sample must be an (input, target) pair")
