@@ -142,17 +142,31 @@ class _Recurrent(nn.Module):
 def _eval_mode_reference(model: nn.Module, x: torch.Tensor) -> float:
     """λ_max of the paper-MSE Gauss–Newton matrix J Jᵀ/(km) of a float64 copy in eval mode, built densely."""
     from torch.func import functional_call, jacrev
+    from torch.nn.attention import SDPBackend, sdpa_kernel
 
     reference = copy.deepcopy(model).double().eval()
     params = {n: p.detach() for n, p in reference.named_parameters()}
-    jac = jacrev(lambda p: functional_call(reference, p, (x.double(),)).reshape(-1))(params)
+    with sdpa_kernel(SDPBackend.MATH):  # jacrev batches its vjps with vmap, which the fused CPU kernel lacks
+        jac = jacrev(lambda p: functional_call(reference, p, (x.double(),)).reshape(-1))(params)
     j = torch.cat([t.reshape(t.shape[0], -1) for t in jac.values()], dim=1)
     return torch.linalg.eigvalsh(j @ j.T)[-1].item() / j.shape[0]
 
 
+class _Encoder(nn.Module):
+    """A transformer layer at dropout 0: in eval mode attention runs the fused CPU kernel unless told not to."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.layer = nn.TransformerEncoderLayer(8, 2, dim_feedforward=16, dropout=0.0, batch_first=True)
+        self.head = nn.Linear(8, 3)
+
+    def forward(self, x):
+        return self.head(self.layer(x).mean(dim=1))
+
+
 @pytest.mark.parametrize(
     "factory, shape",
-    [(_FunctionalDropout, (6,)), (_Residual, (6,)), (_Attention, (5, 8)), (_Recurrent, (4, 6))],
+    [(_FunctionalDropout, (6,)), (_Residual, (6,)), (_Attention, (5, 8)), (_Recurrent, (4, 6)), (_Encoder, (5, 8))],
 )
 def test_every_layer_gated_on_training_is_off_as_in_eval_mode(factory, shape):
     """Functional dropout, DropPath, attention dropout, recurrent dropout: λ₀ is the eval-mode network's."""
@@ -164,5 +178,9 @@ def test_every_layer_gated_on_training_is_off_as_in_eval_mode(factory, shape):
     est = lrphase.estimate_lambda0(model, (x, y), **options)
     assert est.lambda0 == pytest.approx(_eval_mode_reference(model, x), rel=1e-6)
     assert est.modes.dropout == "off during the estimate" and model.training
+    for mode in ("jvp", "auto"):  # an op without a forward-mode rule falls back, whatever the mode
+        assert lrphase.estimate_lambda0(model, (x, y), **{**options, "jvp_mode": mode}).lambda0 == pytest.approx(
+            est.lambda0, rel=1e-6
+        )
     chunked = lrphase.estimate_lambda0(model, (x, y), chunk_size=4, **options)
     assert chunked.lambda0 == pytest.approx(est.lambda0, rel=1e-8)  # no mask depends on the batch's shape

@@ -20,6 +20,7 @@ Plain autograd is used rather than ``torch.func.vjp``, whose first call imports
 
 from __future__ import annotations
 
+import contextlib
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -55,7 +56,7 @@ class JacobianProducts:
             raise InputError("the model has no trainable parameters: set requires_grad=True on the weights to train")
         self._names = [n for n, _ in named]
         self._params = [p for _, p in named]
-        with torch.enable_grad():
+        with torch.enable_grad(), math_attention():
             self._out = seeded_forward(model, self._x, seed=seed)
         self.output = self._out.detach()
         self.fallback: str | None = None
@@ -113,7 +114,8 @@ class JacobianProducts:
         from torch.func import linearize
 
         primals = {n: p.detach() for n, p in zip(self._names, self._params, strict=True)}
-        _, jvp_fn = linearize(lambda p: seeded_forward(self._model, self._x, seed=self._seed, params=p), primals)
+        with math_attention():
+            _, jvp_fn = linearize(lambda p: seeded_forward(self._model, self._x, seed=self._seed, params=p), primals)
         return lambda v: jvp_fn(dict(zip(self._names, v, strict=True)))
 
     def _timed_trial(self, v: Vector) -> torch.Tensor:
@@ -180,9 +182,22 @@ def seeded_forward(model: nn.Module, args: tuple, *, seed: int, params: dict[str
     return out.reshape(out.shape[0], -1) if out.dim() != 1 else out.reshape(-1, 1)
 
 
+def math_attention() -> contextlib.AbstractContextManager[None]:
+    """Scaled-dot-product attention by its math backend, whose ops all have forward-mode and double-backward rules.
+
+    The fused kernels (flash attention on CPU, at dropout 0 or in eval mode) have neither, so no
+    J·v mode could differentiate them twice; the math backend computes the same attention.
+    """
+    try:
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+    except ImportError:  # torch < 2.3: no fused CPU kernel to avoid
+        return contextlib.nullcontext()
+    return sdpa_kernel(SDPBackend.MATH)
+
+
 def forward_mode_jvp(model: nn.Module, args: tuple, v: Vector, *, seed: int) -> torch.Tensor:
     """J v by forward-mode AD, keeping no autograd graph (memory of a forward pass)."""
-    with torch.no_grad(), fwAD.dual_level(), _quiet_torch_internals():
+    with torch.no_grad(), fwAD.dual_level(), _quiet_torch_internals(), math_attention():
         duals = {n: fwAD.make_dual(p.detach(), t) for (n, p), t in zip(trainable(model), v, strict=True)}
         out = seeded_forward(model, args, seed=seed, params=duals)
         tangent = fwAD.unpack_dual(out).tangent
