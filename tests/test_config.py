@@ -7,6 +7,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+import torch
 
 from lrphase.cli.config import find_pyproject, resolve_settings
 from lrphase.errors import InputError
@@ -169,3 +170,26 @@ def test_cli_options_are_checked_like_config_values(project, cli):
     assert result.exit_code == 2 and "--margin must be a number ≥ 0" in result.stderr
     result = cli("check", str(root / "model.py"), "--accept", "lazy,divergent")
     assert result.exit_code == 2 and "--accept must be a list of phases" in result.stderr
+
+
+def test_an_optimizer_object_in_the_model_file_is_read_like_its_settings(model_file, cli):
+    """``optimizer = model.configure_optimizers()`` (Lightning style): its class, lr, momentum, Nesterov, wd."""
+    path = model_file(
+        """
+        import torch
+        from torch import nn
+        gen = torch.Generator().manual_seed(0)
+        model = nn.Sequential(nn.Linear(5, 8), nn.Tanh(), nn.Linear(8, 3))
+        data = (torch.randn(32, 5, generator=gen), torch.randint(0, 3, (32,), generator=gen))
+        loss = "cross_entropy"
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, nesterov=True, weight_decay=1e-4)
+        """
+    )
+    checked = cli("check", path, "--json", "--no-measure")
+    out = json.loads(checked.stdout)
+    assert out["lr"] == 0.05 and out["optimizer"]["momentum"] == 0.9 and out["optimizer"]["nesterov"] is True
+    assert out["optimizer"]["weight_decay"] == 1e-4
+    adam = cli("check", path, "--optimizer", "adam")
+    assert adam.exit_code == 5  # the command line still overrides the file
+    settings = Settings(target="m.py").with_model_defaults({"optimizer": torch.optim.Adam([torch.zeros(1)], lr=3e-4)})
+    assert settings.optimizer == "adam" and settings.lr == 3e-4 and settings.momentum is None

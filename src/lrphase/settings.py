@@ -154,10 +154,13 @@ class Settings:
         """Fill what neither the command line nor the config set from the model file's ``defaults`` and ``loss``.
 
         ``defaults`` is :attr:`lrphase.cli.model_file.ModelSpec.defaults`; an optimizer given there as a
-        class (``torch.optim.SGD``) counts by its lowercased name.
+        class (``torch.optim.SGD``) counts by its lowercased name, and an optimizer instance (such as
+        ``model.configure_optimizers()`` returns) by its name and its first parameter group's ``lr``,
+        ``momentum``, ``nesterov`` and ``weight_decay``.
         """
         where = f"in {source or self.target}"
         filled: dict[str, Any] = {"loss": loss} if self.loss is None and loss is not None else {}
+        defaults = _with_optimizer_instance_unpacked(defaults)
         for key in MODEL_FILE_KEYS:
             if getattr(self, key) is None and defaults.get(key) is not None:
                 value = defaults[key]
@@ -227,6 +230,19 @@ class Settings:
     def torch_dtype(self) -> torch.dtype | None:
         """The compute dtype as a torch dtype (None: the model's own)."""
         return getattr(torch, self.dtype) if self.dtype else None
+
+
+def _with_optimizer_instance_unpacked(defaults: Mapping[str, Any]) -> Mapping[str, Any]:
+    """A ``torch.optim`` optimizer instance under ``optimizer`` as its name and first group's settings."""
+    instance = defaults.get("optimizer")
+    if not isinstance(instance, torch.optim.Optimizer):
+        return defaults
+    spec = Optimizer.from_torch(instance)
+    group = instance.param_groups[0]
+    found = {"optimizer": spec.name, "lr": float(group["lr"])}
+    if spec.applies:
+        found.update(momentum=spec.momentum, nesterov=spec.nesterov, weight_decay=spec.weight_decay)
+    return {**defaults, **found}
 
 
 def _set(**options: Any) -> dict[str, Any]:
