@@ -184,3 +184,16 @@ def test_every_layer_gated_on_training_is_off_as_in_eval_mode(factory, shape):
         )
     chunked = lrphase.estimate_lambda0(model, (x, y), chunk_size=4, **options)
     assert chunked.lambda0 == pytest.approx(est.lambda0, rel=1e-8)  # no mask depends on the batch's shape
+
+
+@pytest.mark.parametrize(
+    "factory, shape, family, named",
+    [(_Recurrent, (4, 6), "unknown", "gru"), (_Attention, (5, 8), "unknown", "softmax"), (_Residual, (6,), "tanh", "tanh")],
+)
+def test_fused_layers_name_the_nonlinearities_they_hide(factory, shape, family, named):
+    """A GRU is not a linear net, and attention has a softmax: neither may pass as the paper's exact setting."""
+    torch.manual_seed(0)
+    x = torch.randn(12, *shape, generator=torch.Generator().manual_seed(1))
+    result = lrphase.probe(factory(), (x, torch.randn(12, 3)), batch_size=12, measure=False)
+    assert result.activation.family == family and named in result.estimate.nonlinearities
+    assert result.advice.exact is (family != "unknown")  # MSE, full batch: exact only for a known activation

@@ -1,7 +1,9 @@
 """Which nonlinearities a forward pass actually calls, and the c_act they imply.
 
 Detection records ``torch`` function calls with a ``TorchFunctionMode``, so ``F.relu``,
-``torch.tanh`` and ``x.sigmoid()`` count as well as ``nn.ReLU`` modules. The paper
+``torch.tanh`` and ``x.sigmoid()`` count as well as ``nn.ReLU`` modules. Fused layers hide their
+nonlinearities from it, so their own calls name them (``FUSED``): recurrent layers (``gru``,
+``lstm``: gates and tanh) and attention (its softmax). The paper
 (Section 3, Supplement C.4) measured η_max ≈ 12/λ₀ for ReLU networks and ≈ 4/λ₀ for
 tanh and linear ones (4 is exact for the one-hidden-layer linear model of Section 2).
 """
@@ -45,7 +47,15 @@ OTHER_NONLINEAR = frozenset(
         "log_softmax",
     }
 )
-KNOWN = RELU_FAMILY | SATURATING | OTHER_NONLINEAR
+FUSED = {
+    "gru": "gru",
+    "lstm": "lstm",
+    "rnn_tanh": "tanh",
+    "rnn_relu": "relu",
+    "multi_head_attention_forward": "softmax",
+    "scaled_dot_product_attention": "softmax",
+}
+KNOWN = RELU_FAMILY | SATURATING | OTHER_NONLINEAR | {"gru", "lstm"}
 C_ACT = {"relu": 12.0, "tanh": 4.0, "sigmoid": 4.0, "linear": 4.0}
 CONSERVATIVE_C_ACT = 4.0
 
@@ -58,7 +68,7 @@ class NonlinearityRecorder(TorchFunctionMode):
         self.seen: set[str] = set()
 
     def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
-        name = getattr(func, "__name__", "")
+        name = FUSED.get(getattr(func, "__name__", ""), getattr(func, "__name__", ""))
         if name in KNOWN:
             self.seen.add(name)
         return func(*args, **(kwargs or {}))
