@@ -8,8 +8,8 @@ m ≥ 0 every rate in [η/(1+m), η·(1+m)] must lie in an accepted phase: η mu
 factor 1+m away from each boundary between an accepted and a rejected phase, while a boundary
 between two accepted phases needs no distance. m = 0 checks η alone; that is the default
 against a predicted edge, which is exact. A measured edge comes from 40-step runs, and on the
-training-quality benchmark a full training run failed at up to 1.9× below it (7 of 33 pairs at
-or below it), so against a measured edge the default is m = ``MEASURED_MARGIN``: a rate passes
+training-quality benchmark a full training run failed at up to 1.9× below it (7–9 of 33 pairs at
+or below it across reruns), so against a measured edge the default is m = ``MEASURED_MARGIN``: a rate passes
 only at least a factor 1.5 below the edge.
 
 A failing rate gets a suggestion: the first that passes of the recommended rate η_rec, the
