@@ -55,12 +55,12 @@ import torch
 from torch import nn
 
 from ..curvature.data import as_args, batch_stream, to_device
-from ..curvature.isolation import preserved_rng, working_copy
+from ..curvature.isolation import preserved_rng
 from ..curvature.jacobian import seeded_forward
 from ..curvature.lanczos import LanczosResult
 from ..curvature.losses import Loss
 from ..theory.optimizers import Optimizer
-from .runs import Trainer, sgd_step
+from .runs import Trainer, make_trainer, sgd_step
 from .verdict import EXPLODE_RATIO
 
 DEFAULT_STEPS = 40
@@ -148,29 +148,31 @@ def start_rate(lambda0: float, loss: Loss, optimizer: Optimizer, c_act: float) -
 class EdgeTrainer:
     """Short training runs from one prepared private copy of a model, on its data stream.
 
-    The evaluation batch is the stream's first batch; ``tracker`` measures the curvature on it.
+    ``tracker`` holds the copy, the loss, the optimizer and the seed, and measures the curvature on
+    the evaluation batch, the stream's first batch.
     """
 
-    clone: nn.Module
+    tracker: Trainer
     data: Any
-    loss: Loss
-    optimizer: Optimizer
     batch_size: int | None
     device: torch.device
     dtype: torch.dtype | None
-    seed: int
-    eval_inputs: tuple
-    eval_target: torch.Tensor
-    tracker: Trainer
+
+    @property
+    def eval_target(self) -> torch.Tensor:
+        """The evaluation batch's targets, as the loss takes them."""
+        return self.tracker.target
 
     def batches(self) -> Any:
         """The data stream, the same for every run."""
-        for x, y in batch_stream(self.data, batch_size=self.batch_size, seed=self.seed):
+        for x, y in batch_stream(self.data, batch_size=self.batch_size, seed=self.tracker.seed):
             yield as_args(to_device(x, self.device, self.dtype)), y
 
     def run(self, lr: float, steps: int) -> EdgeRun:
         """Train a fresh copy at ``lr`` for ``steps`` steps (``SHARPNESS_GAP`` more to confirm a sharp end) and judge it."""
-        model = copy.deepcopy(self.clone)
+        tracker, loss, optimizer, seed = self.tracker, self.tracker.loss, self.tracker.optimizer, self.tracker.seed
+        eval_inputs = as_args(tracker.x)
+        model = copy.deepcopy(tracker.clone)
         params = [p for p in model.parameters() if p.requires_grad]
         buffers: list[torch.Tensor | None] = [None] * len(params)
         batches = self.batches()
@@ -180,20 +182,20 @@ class EdgeTrainer:
         def advance() -> bool:
             """One training step; False when its loss is not finite."""
             inputs, y = next(batches)
-            out = seeded_forward(model, inputs, seed=self.seed)
-            value = self.loss.value(out, self.loss.prepare_targets(y, out))
+            out = seeded_forward(model, inputs, seed=seed)
+            value = loss.value(out, loss.prepare_targets(y, out))
             if not torch.isfinite(value):
                 return False
-            sgd_step(params, torch.autograd.grad(value, params, allow_unused=True), buffers, lr=lr, optimizer=self.optimizer)
+            sgd_step(params, torch.autograd.grad(value, params, allow_unused=True), buffers, lr=lr, optimizer=optimizer)
             return True
 
         def evaluate() -> float:
             with torch.no_grad():
-                return float(self.loss.value(seeded_forward(model, self.eval_inputs, seed=self.seed), self.eval_target))
+                return float(loss.value(seeded_forward(model, eval_inputs, seed=seed), tracker.target))
 
         def sharpness(step: int) -> float:
-            curvature.append((step, self.tracker.curvature(model)))
-            return lr * self.optimizer.curvature(curvature[-1][1])
+            curvature.append((step, tracker.curvature(model)))
+            return lr * optimizer.curvature(curvature[-1][1])
 
         def judged(trains: bool, reason: str, step: int) -> EdgeRun:
             return EdgeRun(lr, trains, reason, tuple(losses), tuple(curvature), step)
@@ -219,7 +221,7 @@ class EdgeTrainer:
         if final >= 1.0:
             return judged(False, f"no progress: loss at {final:.3g}× its start after {steps} steps", steps)
         trained = f"loss at {final:.2g}× its start after {steps} steps (lowest {lowest:.2g}×)"
-        limit = SHARPNESS_LIMIT * min(self.optimizer.stability_factor, 1.0)
+        limit = SHARPNESS_LIMIT * min(optimizer.stability_factor, 1.0)
         at_end = sharpness(steps)
         if at_end < limit:
             return judged(True, f"{trained}, η·λ = {at_end:.2g}", steps)
@@ -254,19 +256,11 @@ def make_edge_trainer(
     ``jvp_mode`` computes the tracked curvature's products (see :class:`lrphase.curvature.jacobian.JacobianProducts`);
     ``initial`` is λ₀'s Lanczos result on the stream's first batch, the warm start of the first λ_t.
     """
-    with preserved_rng():
-        clone, _ = working_copy(model, device=device, dtype=dtype)
-        x, y = next(batch_stream(data, batch_size=batch_size, seed=seed))
-    x = to_device(x, device, dtype)
-    with torch.no_grad():
-        out = seeded_forward(clone, as_args(x), seed=seed)
-    target = loss.prepare_targets(y, out)
-    tracker = Trainer(
-        clone=clone, x=x, target=target, loss=loss, optimizer=optimizer, seed=seed, jvp_mode=jvp_mode, tol=TRACK_TOL
-    )
-    if initial is not None:
-        tracker.start_from(initial)
-    return EdgeTrainer(clone, data, loss, optimizer, batch_size, device, dtype, seed, as_args(x), target, tracker)
+    tracker = make_trainer(
+        model, data, loss=loss, batch_size=batch_size, device=device, dtype=dtype, seed=seed, optimizer=optimizer,
+        jvp_mode=jvp_mode, tol=TRACK_TOL, initial=initial,
+    )  # fmt: skip
+    return EdgeTrainer(tracker, data, batch_size, device, dtype)
 
 
 def search_edge(
@@ -277,7 +271,7 @@ def search_edge(
     steps: int = DEFAULT_STEPS,
     on_run: Callable[[EdgeRun], None] | None = None,
 ) -> EdgeMeasurement:
-    """Bracket the largest rate that trains, from ``start`` on the lattice start·2^(j/2) (module doc)."""
+    """Bracket the largest rate that trains, from ``start`` on the lattice start·2^(j/4) (module doc)."""
     runs: dict[int, EdgeRun] = {}
 
     def at(j: int) -> EdgeRun:
