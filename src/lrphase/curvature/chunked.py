@@ -19,7 +19,7 @@ import torch
 from torch import nn
 from torch.autograd.graph import saved_tensors_hooks
 
-from .data import as_args
+from .data import Inputs
 from .jacobian import JacobianProducts, Vector, forward_mode_jvp, seeded_forward
 
 MEMORY_FRACTION = 0.5  # of the free device memory that one product may use
@@ -36,8 +36,11 @@ def batch_coupled(model: nn.Module) -> bool:
 
 def graph_bytes_per_sample(model: nn.Module, x: Any, *, seed: int = 0, probe_samples: int = 4) -> float:
     """Bytes autograd saves per sample for one forward pass, measured on a few samples."""
-    args = as_args(x)
-    count = min(probe_samples, args[0].shape[0])
+    inputs = Inputs.of(x)
+    if inputs.size is None:
+        raise ValueError("only batch-major inputs have a size per sample")
+    count = min(probe_samples, inputs.size)
+    probe = inputs.slice(0, count)
     total = 0
 
     def pack(t: torch.Tensor) -> torch.Tensor:
@@ -47,7 +50,7 @@ def graph_bytes_per_sample(model: nn.Module, x: Any, *, seed: int = 0, probe_sam
 
     with saved_tensors_hooks(pack, lambda t: t), torch.enable_grad(), torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model(*(a[:count] for a in args))
+        probe.call(model)
     return total / count
 
 
@@ -65,10 +68,10 @@ def free_memory(device: torch.device) -> float | None:
 
 def auto_chunk_size(model: nn.Module, x: Any, *, seed: int = 0) -> int | None:
     """The micro-batch size that keeps a product within budget, or None when the whole batch fits."""
-    args = as_args(x)
-    m = args[0].shape[0]
-    free = free_memory(args[0].device)
-    if free is None or batch_coupled(model):
+    inputs = Inputs.of(x)
+    m = inputs.size
+    free = free_memory(inputs.device)
+    if free is None or m is None or batch_coupled(model):
         return None
     per_sample = graph_bytes_per_sample(model, x, seed=seed) * DOUBLE_BACKWARD_FACTOR
     budget = MEMORY_FRACTION * free
@@ -81,23 +84,26 @@ class ChunkedJacobianProducts:
     """The interface of :class:`~lrphase.curvature.jacobian.JacobianProducts`, computed ``chunk_size`` samples at a time."""
 
     def __init__(self, model: nn.Module, x: Any, *, chunk_size: int, seed: int = 0) -> None:
-        args = as_args(x)
-        m = args[0].shape[0]
+        inputs = Inputs.of(x)
+        m = inputs.size
+        if m is None:
+            raise ValueError("only batch-major inputs can be micro-batched")
         self._model = model
         self._seed = seed
-        self._chunks = [tuple(a[start : start + chunk_size] for a in args) for start in range(0, m, chunk_size)]
+        self._chunks = [inputs.slice(start, start + chunk_size) for start in range(0, m, chunk_size)]
         self.chunk_size = chunk_size
         self.mode = "jvp"
         self.fallback: str | None = None
         with torch.no_grad():
-            self.output = torch.cat([seeded_forward(model, c, seed=seed) for c in self._chunks])
+            outputs = [seeded_forward(model, c, seed=seed) for c in self._chunks]
+        self._rows = [out.shape[0] for out in outputs]  # a chunk of sequences has a row per token
+        self.output = torch.cat(outputs)
 
     def vjp(self, u: torch.Tensor) -> Vector:
         """Jᵀu = Σ_c J_cᵀ u_c, one micro-batch graph alive at a time."""
         total: list[torch.Tensor] | None = None
         start = 0
-        for chunk in self._chunks:
-            size = chunk[0].shape[0]
+        for chunk, size in zip(self._chunks, self._rows, strict=True):
             part = JacobianProducts(self._model, chunk, mode=None, seed=self._seed).vjp(u[start : start + size])
             total = list(part) if total is None else [a + b for a, b in zip(total, part, strict=True)]
             start += size

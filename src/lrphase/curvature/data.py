@@ -1,10 +1,12 @@
-"""Turning the user's data into batches ``(x, y)`` at the user's batch size.
+"""Turning the user's data into batches ``(inputs, y)`` at the user's batch size.
 
 Accepted forms: a ``Dataset`` whose items are ``(x, y)``, a ``DataLoader``, or an
 ``(X, Y)`` pair of tensors with the samples along the first dimension. A sample, a batch or a
 tuple of tensors with more than two members is ``(x₁, …, xₙ, y)``: every member but the last is a
 model input, as ``TensorDataset(ids, mask, labels)`` yields them (the model is called with
-``model(ids, mask)``). Batches are drawn
+``model(ids, mask)``). A sample or batch that is a mapping (Hugging Face style) is keyword
+arguments: the model is called with ``model(**batch)`` less the labels, which are the first of
+``LABEL_KEYS`` present (another key: :func:`relabeled`). Batches are drawn
 without replacement by a generator seeded with ``seed``, so they are reproducible and
 the global RNG is never consumed: a few fixed batches for λ₀ (:func:`make_batches`), or the
 endless stream of a training run (:func:`batch_stream`), whose first epoch they are.
@@ -12,8 +14,10 @@ endless stream of a training run (:func:`batch_stream`), whose first epoch they 
 
 from __future__ import annotations
 
+import functools
 import itertools
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -23,6 +27,8 @@ from ..errors import InputError
 from .isolation import preserved_rng
 
 Batch = tuple[Any, Any]
+LABEL_KEYS = ("labels", "label", "y", "target", "targets")
+_NAMED_LABEL = "lrphase.label"  # where :func:`relabeled` puts the labels of the key the user named
 
 
 def make_batches(data: Any, *, batch_size: int | None, batches: int, seed: int) -> list[Batch]:
@@ -132,21 +138,138 @@ def _as_pair(batch: Any) -> Batch:
         return batch[0], batch[1]
     if isinstance(batch, (tuple, list)) and len(batch) > 2:
         return tuple(batch[:-1]), batch[-1]
-    if isinstance(batch, dict) and {"x", "y"} <= set(batch):
-        return batch["x"], batch["y"]
+    if isinstance(batch, Mapping):
+        if {"x", "y"} == set(batch):
+            return batch["x"], batch["y"]
+        key = next((k for k in (_NAMED_LABEL, *LABEL_KEYS) if k in batch), None)
+        if key is None:
+            raise InputError(
+                f"a batch of data is a mapping with keys {sorted(map(str, batch))} and no labels among "
+                f'{", ".join(LABEL_KEYS)}: name its label key with `label_key = "..."` in the model file'
+            )
+        return Inputs((), {k: v for k, v in batch.items() if k != key}), batch[key]
     raise InputError(f"a batch of data is a {type(batch).__name__}; each sample must be an (input, target) pair")
 
 
-def to_device(x: Any, device: torch.device, dtype: torch.dtype | None) -> Any:
-    """Move model inputs (a tensor or a tuple of tensors) to ``device``; cast floating ones to ``dtype``."""
-    if isinstance(x, (tuple, list)):
-        return type(x)(to_device(t, device, dtype) for t in x)
-    if not isinstance(x, torch.Tensor):
-        raise InputError(f"model inputs must be tensors, got {type(x).__name__}")
-    x = x.to(device)
-    return x.to(dtype) if dtype is not None and x.is_floating_point() else x
+@dataclass(frozen=True)
+class Inputs:
+    """A batch's model inputs: the positional and keyword arguments of the forward pass.
+
+    An input may itself be a tuple or mapping of tensors (``model({"image": …, "meta": …})``).
+    Tensors whose first dimensions agree hold the samples (``size``); inputs that are not all
+    batch-major (EmbeddingBag's flat ``(text, offsets)``) have no ``size`` and are never split.
+    """
+
+    args: tuple = ()
+    kwargs: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, x: Any) -> Inputs:
+        """``x`` as inputs: a tuple or list is several positional inputs; anything else is one."""
+        if isinstance(x, Inputs):
+            return x
+        return cls(tuple(x) if isinstance(x, (tuple, list)) else (x,))
+
+    def call(self, model: Callable[..., Any]) -> Any:
+        """The model's raw output on these inputs."""
+        return model(*self.args, **self.kwargs)
+
+    @property
+    def tensors(self) -> list[torch.Tensor]:
+        """Every tensor among the inputs."""
+        found: list[torch.Tensor] = []
+
+        def collect(t: torch.Tensor) -> torch.Tensor:
+            found.append(t)
+            return t
+
+        self.map(collect)
+        return found
+
+    @property
+    def size(self) -> int | None:
+        """The number of samples: the common first dimension of the tensors (None if they differ)."""
+        leading = {t.shape[0] if t.dim() > 0 else None for t in self.tensors}
+        return leading.pop() if len(leading) == 1 else None
+
+    @property
+    def device(self) -> torch.device:
+        """The device of the first tensor (the CPU when there is none)."""
+        tensors = self.tensors
+        return tensors[0].device if tensors else torch.device("cpu")
+
+    def describe(self) -> str:
+        """The inputs' shapes, for messages."""
+        named = [str(tuple(t.shape)) for t in Inputs(self.args).tensors]
+        named += [f"{k}={tuple(t.shape)}" for k, t in self.kwargs.items() if isinstance(t, torch.Tensor)]
+        return ", ".join(named) or "no tensors"
+
+    def map(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> Inputs:
+        """``fn`` applied to every tensor input, inside tuples and mappings too; other values are kept."""
+
+        def apply(value: Any) -> Any:
+            if isinstance(value, torch.Tensor):
+                return fn(value)
+            if isinstance(value, Mapping):
+                return {k: apply(v) for k, v in value.items()}
+            if isinstance(value, tuple) and hasattr(value, "_fields"):  # a named tuple
+                return type(value)(*map(apply, value))
+            if isinstance(value, (tuple, list)):
+                return type(value)(apply(v) for v in value)
+            return value
+
+        return Inputs(tuple(apply(a) for a in self.args), {k: apply(v) for k, v in self.kwargs.items()})
+
+    def slice(self, start: int, stop: int) -> Inputs:
+        """Samples ``start:stop`` (batch-major inputs only)."""
+        return self.map(lambda t: t[start:stop])
+
+    def to(self, device: torch.device, dtype: torch.dtype | None) -> Inputs:
+        """On ``device``, with floating tensors cast to ``dtype``."""
+        return self.map(lambda t: t.to(device, dtype) if dtype is not None and t.is_floating_point() else t.to(device))
 
 
-def as_args(x: Any) -> tuple:
-    """Model inputs as the tuple of positional arguments of the forward pass."""
-    return tuple(x) if isinstance(x, (tuple, list)) else (x,)
+def to_device(x: Any, device: torch.device, dtype: torch.dtype | None) -> Inputs:
+    """Model inputs as :class:`Inputs` on ``device``; floating tensors cast to ``dtype``."""
+    inputs = Inputs.of(x)
+    if not inputs.tensors:
+        raise InputError(f"the model inputs hold no tensor ({type(x).__name__}): give tensors as inputs")
+    return inputs.to(device, dtype)
+
+
+def relabeled(data: Any, key: str) -> Any:
+    """``data`` whose mapping samples (or batches) take their labels from ``key``."""
+    if isinstance(data, DataLoader):
+        collate = functools.partial(_after_collate, key, data.collate_fn)
+        if data.batch_size is None:
+            return DataLoader(data.dataset, batch_sampler=data.batch_sampler, collate_fn=collate, num_workers=data.num_workers)
+        return DataLoader(
+            data.dataset, batch_size=data.batch_size, sampler=data.sampler, drop_last=data.drop_last,
+            collate_fn=collate, num_workers=data.num_workers,
+        )  # fmt: skip
+    if isinstance(data, (Dataset, Sequence)) and not _is_tensor_tuple(data):
+        return _RelabeledDataset(data, key)
+    raise InputError(f"label_key '{key}' needs data whose samples are mappings (a Dataset or DataLoader of dicts)")
+
+
+def _move_label(key: str, item: Any) -> dict[str, Any]:
+    """``item`` with its ``key`` entry under the key that marks labels named by the user."""
+    if not isinstance(item, Mapping) or key not in item:
+        keys = sorted(map(str, item)) if isinstance(item, Mapping) else type(item).__name__
+        raise InputError(f"label_key '{key}' is not a key of the data's samples ({keys}): name one of them")
+    return {**{k: v for k, v in item.items() if k != key}, _NAMED_LABEL: item[key]}
+
+
+def _after_collate(key: str, collate: Callable[[list], Any], samples: list) -> dict[str, Any]:
+    return _move_label(key, collate(samples))
+
+
+class _RelabeledDataset(Dataset):
+    def __init__(self, dataset: Any, key: str) -> None:
+        self.dataset, self.key = dataset, key
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        return _move_label(self.key, self.dataset[index])

@@ -14,13 +14,12 @@ statistics — a different network — so such models are refused here.
 from __future__ import annotations
 
 import os
-from typing import Any
 
 import torch
 import torch.distributed as dist
 
 from ..errors import InputError
-from .data import as_args
+from .data import Inputs
 from .jacobian import Vector
 from .operators import Products
 
@@ -63,12 +62,10 @@ def shard_bounds(m: int) -> tuple[int, int]:
     return rank * m // size, (rank + 1) * m // size
 
 
-def shard(x: Any) -> Any:
-    """This rank's samples of a batch (a tensor or a tuple of tensors)."""
-    args = as_args(x)
-    start, stop = shard_bounds(args[0].shape[0])
-    parts = tuple(a[start:stop] for a in args)
-    return parts if isinstance(x, (tuple, list)) else parts[0]
+def shard(x: Inputs) -> Inputs:
+    """This rank's samples of a batch of batch-major inputs."""
+    assert x.size is not None
+    return x.slice(*shard_bounds(x.size))
 
 
 def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:

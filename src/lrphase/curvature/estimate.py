@@ -22,10 +22,10 @@ from ..errors import InputError
 from ..theory.activations import NonlinearityRecorder
 from ..vocabulary import JVP_MODES
 from .chunked import ChunkedJacobianProducts, auto_chunk_size, batch_coupled
-from .data import as_args, make_batches, to_device
+from .data import Inputs, make_batches, to_device
 from .distributed import ShardedProducts, all_reduce_sum, any_rank, shard, shard_bounds, world
 from .isolation import ModeReport, preserved_rng, working_copy
-from .jacobian import JacobianProducts
+from .jacobian import JacobianProducts, math_attention, select_output
 from .lanczos import LanczosResult, lanczos_top
 from .losses import Loss, resolve_loss
 from .operators import Products, gauss_newton, ntk
@@ -170,8 +170,10 @@ def estimate_lambda0(
                 "statistics): run lrphase in a single process, or put BatchNorm in eval mode"
             )
         chunk = _chunking(clone, inputs[0], chunk_size, seed, notes)
-        for index, full in enumerate(inputs):
-            samples = as_args(full)[0].shape[0]
+        for index, (full, (_, y)) in enumerate(zip(inputs, batch_list, strict=True)):
+            samples = full.size
+            if sharded and samples is None:
+                raise InputError("inputs that are not batch-major cannot be sharded across processes: run lrphase in one process")
             x = shard(full) if sharded else full
             products: Products
             if chunk is not None:
@@ -179,9 +181,14 @@ def estimate_lambda0(
             else:
                 products = JacobianProducts(clone, x, mode=mode, seed=seed)
             _check_outputs(products.output, loss_spec, index)
+            local_rows = products.output.shape[0]
+            total_rows = int(all_reduce_sum(products.output.new_tensor([local_rows])).item()) if sharded else local_rows
+            first_row = _first_row(local_rows, x.size, samples) if sharded else 0
+            weights = _row_weights(loss_spec, y, products.output, total_rows, first_row)
             if sharded:
                 products = ShardedProducts(products)
-            results.append(_batch_curvature(products, loss_spec, tol, max_iter, seed + index, samples, ntk))
+            curvature = _batch_curvature(products, loss_spec, tol, max_iter, seed + index, (first_row, total_rows), weights, ntk)
+            results.append(curvature)
             mode = products.mode  # "auto" decides on the first batch
             if products.fallback:
                 notes.append(products.fallback)
@@ -202,7 +209,7 @@ def estimate_lambda0(
         ntk_lambda0_std=ntk_lambda0_std,
         loss=loss_spec,
         per_batch=tuple(results),
-        batch_size=samples,
+        batch_size=samples or products.output.shape[0],
         output_dim=k,
         jvp_mode=products.mode,
         chunk_size=chunk,
@@ -222,9 +229,13 @@ def _mean_and_spread(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
-def _chunking(clone: nn.Module, x: Any, chunk_size: int | None, seed: int, notes: list[str]) -> int | None:
+def _chunking(clone: nn.Module, x: Inputs, chunk_size: int | None, seed: int, notes: list[str]) -> int | None:
     """The micro-batch size to use (None: whole batches), explaining any override in ``notes``."""
-    m = as_args(x)[0].shape[0]
+    m = x.size
+    if m is None:
+        if chunk_size is not None:
+            notes.append("not micro-batched: the inputs are not batch-major (their first dimensions differ)")
+        return None
     if chunk_size is None:
         chunk = auto_chunk_size(clone, x, seed=seed)
         if chunk is not None:
@@ -241,22 +252,38 @@ def _chunking(clone: nn.Module, x: Any, chunk_size: int | None, seed: int, notes
     return chunk_size
 
 
-def _validating_forward(clone: nn.Module, x: Any, seed: int) -> tuple[str, ...]:
+def _validating_forward(clone: nn.Module, x: Inputs, seed: int) -> tuple[str, ...]:
     """Run one forward pass on the copy: check the data fits, and record the nonlinearities."""
     recorder = NonlinearityRecorder()
-    args = as_args(x)
     try:
-        with torch.no_grad(), recorder:
+        with torch.no_grad(), recorder, math_attention():
             torch.manual_seed(seed)
-            clone(*args)
+            out = x.call(clone)
     except Exception as exc:  # noqa: BLE001 - any failure here means the data does not fit the model
-        shapes = ", ".join(str(tuple(t.shape)) for t in args if isinstance(t, torch.Tensor))
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         raise InputError(
-            f"the model failed on a batch of inputs of shape {shapes} ({type(exc).__name__}: {first}); "
-            "make the data match the model's expected input shape and dtype"
+            f"the model failed on a batch of inputs of shape {x.describe()} ({type(exc).__name__}: {first}); "
+            "make the data match the model's expected inputs (shape, dtype, names)"
         ) from exc
+    select_output(out)
     return tuple(sorted(recorder.seen))
+
+
+def _first_row(local_rows: int, local_samples: int | None, samples: int | None) -> int:
+    """This rank's first row of the batch's outputs, when the batch is sharded by samples."""
+    assert local_samples is not None and samples is not None  # sharding needs batch-major inputs
+    return shard_bounds(samples)[0] * (local_rows // local_samples)
+
+
+def _row_weights(loss: Loss, y: Any, out: torch.Tensor, total_rows: int, first_row: int) -> tuple[torch.Tensor | None, int]:
+    """The loss's weights on the rows of ``out`` (None: all count) and the batch's number of counted rows.
+
+    ``out`` holds rows ``first_row`` onwards of the batch's ``total_rows``; ``y`` is the whole batch's.
+    """
+    weights = loss.row_weights(loss.prepare_targets(y, out.new_empty(total_rows, out.shape[1])))
+    if weights is None:
+        return None, total_rows
+    return weights[first_row : first_row + out.shape[0]].to(out), int(weights.sum().item())
 
 
 def _check_outputs(out: torch.Tensor, loss: Loss, index: int) -> None:
@@ -269,12 +296,23 @@ def _check_outputs(out: torch.Tensor, loss: Loss, index: int) -> None:
 
 
 def _batch_curvature(
-    products: Products, loss: Loss, tol: float, max_iter: int, seed: int, samples: int, with_ntk: bool
+    products: Products,
+    loss: Loss,
+    tol: float,
+    max_iter: int,
+    seed: int,
+    rows: tuple[int, int],
+    weights: tuple[torch.Tensor | None, int],
+    with_ntk: bool,
 ) -> BatchCurvature:
-    """Lanczos on one batch; under torch.distributed ``products`` cover this rank's shard of ``samples``."""
+    """Lanczos on one batch; ``rows`` = (first row, m): under torch.distributed ``products`` cover this rank's rows.
+
+    ``weights``: the loss's weights on these rows and the batch's number of counted rows.
+    """
     local, k = products.output.shape
-    m = samples
-    start, stop = shard_bounds(m) if local != m else (0, m)
+    start, m = rows
+    stop = start + local
+    row_weights, counted = weights
     v0 = torch.randn(m * k, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)[start * k : stop * k]
 
     def top(operator: Callable[[torch.Tensor], torch.Tensor]) -> LanczosResult:
@@ -283,7 +321,7 @@ def _batch_curvature(
             max_iter=max_iter, v0=v0, reduce=all_reduce_sum, total_dim=m * k,
         )  # fmt: skip
 
-    gn = top(gauss_newton(products, loss, samples=m))
+    gn = top(gauss_newton(products, loss, samples=counted, weights=row_weights))
     if loss.is_cross_entropy:
         if not with_ntk:
             return BatchCurvature(gn.eigenvalue, math.nan, gn, None, products.mode)

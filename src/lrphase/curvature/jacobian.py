@@ -1,7 +1,7 @@
 """Matrix-free products with the Jacobian J = ∂f/∂θ of a model's outputs on one batch.
 
-``f(θ)`` is the model's output on a fixed batch, flattened to shape (m, k); θ are the
-trainable parameters. The primal is paid once per batch: one forward pass records the
+``f(θ)`` is the model's output on a fixed batch as rows of shape (m, k) (see :func:`output_rows`);
+θ are the trainable parameters. The primal is paid once per batch: one forward pass records the
 autograd graph, and every Jᵀu is a backward pass through it (``torch.autograd.grad`` with
 ``retain_graph``). J v is computed by one of three strategies (``mode``):
 
@@ -23,7 +23,7 @@ from __future__ import annotations
 import contextlib
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -34,14 +34,14 @@ from torch.func import functional_call
 
 from ..errors import InputError
 from ..vocabulary import JVP_MODES
-from .data import as_args
+from .data import Inputs
 
 AUTO_TRIALS = ("jvp", "double", "jvp")
 Vector = tuple[torch.Tensor, ...]
 
 
 class JacobianProducts:
-    """J and Jᵀ products for ``model`` on input ``x``; outputs are reshaped to (m, k).
+    """J and Jᵀ products for ``model`` on input ``x``; outputs are rows (m, k) as :func:`output_rows` makes them.
 
     ``model`` must already be a prepared private copy (see :mod:`lrphase.curvature.isolation`);
     parameter-space vectors are tuples of tensors shaped like the trainable parameters.
@@ -49,7 +49,7 @@ class JacobianProducts:
 
     def __init__(self, model: nn.Module, x: Any, *, mode: str | None = "double", seed: int = 0) -> None:
         self._model = model
-        self._x = as_args(x)
+        self._x = Inputs.of(x)
         self._seed = seed
         named = trainable(model)
         if not named:
@@ -166,8 +166,8 @@ def trainable(model: nn.Module) -> list[tuple[str, torch.Tensor]]:
     return [(n, p) for n, p in model.named_parameters() if p.requires_grad]
 
 
-def seeded_forward(model: nn.Module, args: tuple, *, seed: int, params: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
-    """F on a batch under a fixed seed, as an (m, k) tensor; ``params`` replace the model's own."""
+def seeded_forward(model: nn.Module, inputs: Inputs, *, seed: int, params: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+    """F on a batch under a fixed seed, as rows (m, k) (:func:`output_rows`); ``params`` replace the model's own."""
     first = next(model.parameters(), None)
     devices = [first.device] if first is not None and first.is_cuda else []
     with torch.random.fork_rng(devices=devices):
@@ -176,10 +176,41 @@ def seeded_forward(model: nn.Module, args: tuple, *, seed: int, params: dict[str
             torch.cuda.default_generators[device.index if device.index is not None else torch.cuda.current_device()].manual_seed(
                 seed
             )
-        out = model(*args) if params is None else functional_call(model, params, args)
-    if not isinstance(out, torch.Tensor):
-        raise InputError(f"the model returned a {type(out).__name__}; it must return one tensor of outputs")
-    return out.reshape(out.shape[0], -1) if out.dim() != 1 else out.reshape(-1, 1)
+        if params is None:
+            out = inputs.call(model)
+        else:
+            out = functional_call(model, params, inputs.args, dict(inputs.kwargs))
+    return output_rows(select_output(out))
+
+
+def select_output(out: Any) -> torch.Tensor:
+    """The output tensor of a forward pass: itself, else ``logits`` (``ModelOutput``, mapping), else its first tensor."""
+    if isinstance(out, torch.Tensor):
+        return out
+    logits = out.get("logits") if isinstance(out, Mapping) else getattr(out, "logits", None)
+    if isinstance(logits, torch.Tensor):
+        return logits
+    members = list(out.values()) if isinstance(out, Mapping) else list(out) if isinstance(out, (tuple, list)) else []
+    first = next((m for m in members if isinstance(m, torch.Tensor)), None)
+    if first is None:
+        raise InputError(
+            f"the model returned a {type(out).__name__} with no tensor in it; return the outputs as a tensor "
+            '(or set `output = "name"` in the model file to pick a member)'
+        )
+    return first
+
+
+def output_rows(out: torch.Tensor) -> torch.Tensor:
+    """Outputs as rows (m, k): (m,) → (m, 1); (b, t, v) → (b·t, v), one row per token; otherwise (b, …) → (b, k).
+
+    A sequence model's rows are its tokens, so a cross-entropy reads each as a softmax over the
+    last dimension; under MSE the layout does not change the Gauss–Newton matrix (H = c·I).
+    """
+    if out.dim() == 1:
+        return out.reshape(-1, 1)
+    if out.dim() == 3:
+        return out.reshape(-1, out.shape[-1])
+    return out.reshape(out.shape[0], -1)
 
 
 def math_attention() -> contextlib.AbstractContextManager[None]:
@@ -195,11 +226,11 @@ def math_attention() -> contextlib.AbstractContextManager[None]:
     return sdpa_kernel(SDPBackend.MATH)
 
 
-def forward_mode_jvp(model: nn.Module, args: tuple, v: Vector, *, seed: int) -> torch.Tensor:
+def forward_mode_jvp(model: nn.Module, inputs: Inputs, v: Vector, *, seed: int) -> torch.Tensor:
     """J v by forward-mode AD, keeping no autograd graph (memory of a forward pass)."""
     with torch.no_grad(), fwAD.dual_level(), _quiet_torch_internals(), math_attention():
         duals = {n: fwAD.make_dual(p.detach(), t) for (n, p), t in zip(trainable(model), v, strict=True)}
-        out = seeded_forward(model, args, seed=seed, params=duals)
+        out = seeded_forward(model, inputs, seed=seed, params=duals)
         tangent = fwAD.unpack_dual(out).tangent
     return torch.zeros_like(out) if tangent is None else tangent
 

@@ -12,10 +12,19 @@ name                      loss                               H (output space)
 ``mse_loss_sum``          ``nn.MSELoss(reduction="sum")``    2 I
 ``cross_entropy_mean``    ``nn.CrossEntropyLoss()``          ⊕ₐ (diag pₐ − pₐpₐᵀ)/m
 ``cross_entropy_sum``     ``nn.CrossEntropyLoss("sum")``     ⊕ₐ (diag pₐ − pₐpₐᵀ)
+``causal_lm``             next-token cross-entropy (HF)      ⊕ₐ (diag pₐ − pₐpₐᵀ)/m
 ========================  =================================  =======================
 
-For softmax cross-entropy S = (diag √p − p √pᵀ)/√m per sample (√m dropped for "sum").
+For softmax cross-entropy S = (diag √p − p √pᵀ)/√m per row (√m dropped for "sum").
 The paper's NTK Θ = J Jᵀ/(km) coincides with G for the paper's MSE.
+
+Rows are samples, or tokens for a sequence model's (b, t, v) outputs (one row per token, see
+:func:`lrphase.curvature.jacobian.output_rows`). A row whose label is ``IGNORE_INDEX`` (−100,
+as Hugging Face pads and masks labels) is left out of the loss, so its block of H is 0, and m
+counts the rows that are not ignored: for a language model, m is the number of unmasked tokens
+in the batch, as in ``nn.CrossEntropyLoss()``'s mean. ``causal_lm`` first shifts the labels one
+token left (row t is scored against label t+1; the last row of each sequence has none), as
+Hugging Face's causal language models do.
 """
 
 from __future__ import annotations
@@ -40,6 +49,7 @@ class Loss:
     formula: str
     kind: LossKind
     reduction: Reduction
+    shift: bool = False  # labels shifted one token left: next-token prediction
 
     @property
     def is_cross_entropy(self) -> bool:
@@ -50,18 +60,28 @@ class Loss:
         """The c in H = c·I for the MSE losses."""
         return {"paper": 1.0 / (k * m), "mean": 2.0 / (k * m), "sum": 2.0}[self.reduction]
 
-    def sqrt_hessian(self, out: torch.Tensor, *, samples: int | None = None) -> tuple[Any, Any]:
+    def row_weights(self, target: torch.Tensor) -> torch.Tensor | None:
+        """1 for the rows the loss counts and 0 for ignored ones (None: every row counts)."""
+        if not self.is_cross_entropy or target.dtype.is_floating_point:
+            return None
+        counted = target != IGNORE_INDEX
+        return None if bool(counted.all()) else counted.to(torch.get_default_dtype())
+
+    def sqrt_hessian(
+        self, out: torch.Tensor, *, samples: int | None = None, weights: torch.Tensor | None = None
+    ) -> tuple[Any, Any]:
         """Return the maps u ↦ S u and z ↦ Sᵀ z for outputs ``out`` of shape (m, k).
 
-        ``samples`` is the m of the normalization when ``out`` is one shard of a larger batch.
+        ``samples`` is the m of the normalization when ``out`` is one shard of a larger batch;
+        ``weights`` (see :meth:`row_weights`) zero the ignored rows, and m then counts the others.
         """
         k = out.shape[1]
-        m = samples or out.shape[0]
+        m = samples or (int(weights.sum().item()) if weights is not None else out.shape[0])
         if self.kind == "mse":
             c = math.sqrt(self.mse_hessian_scale(m, k))
             return (lambda u: c * u), (lambda z: c * z)
         p = torch.softmax(out.detach(), dim=1)
-        sqrt_p = p.sqrt()
+        sqrt_p = p.sqrt() if weights is None else p.sqrt() * weights.to(p).unsqueeze(1)
         scale = 1.0 / math.sqrt(m) if self.reduction == "mean" else 1.0
 
         def apply(u: torch.Tensor) -> torch.Tensor:  # S u = (√p∘u − p (√p·u))·scale
@@ -78,6 +98,13 @@ class Loss:
             y = torch.as_tensor(y)
         y = y.to(out.device)
         m, k = out.shape
+        if self.shift:
+            if y.dim() != 2 or y.numel() != m:
+                raise InputError(
+                    f"a causal language model needs labels of shape (batch, sequence) matching its {m} output tokens, "
+                    f"got {tuple(y.shape)}"
+                )
+            y = torch.cat([y[:, 1:], torch.full_like(y[:, :1], IGNORE_INDEX)], dim=1)
         if self.kind == "cross_entropy":
             if y.dtype.is_floating_point and y.shape == out.shape:
                 return y.to(out.dtype)
@@ -103,15 +130,20 @@ class Loss:
 
 
 def _class_labels(y: torch.Tensor, m: int, k: int) -> torch.Tensor:
-    """Integer labels as a (m,) long tensor, checked to lie in [0, k)."""
+    """Integer labels as a (m,) long tensor, checked to lie in [0, k) or be ``IGNORE_INDEX``."""
     y = y.reshape(m).long()
-    if y.min() < 0 or y.max() >= k:
+    counted = y[y != IGNORE_INDEX]
+    if counted.numel() == 0:
+        raise InputError(f"every label of a batch is {IGNORE_INDEX} (ignored): give batches with some labels to learn")
+    if counted.min() < 0 or counted.max() >= k:
         raise InputError(
-            f"class labels must lie in [0, {k}) for a model with {k} outputs; got {y.min().item()}..{y.max().item()}"
+            f"class labels must lie in [0, {k}) for a model with {k} outputs (or be {IGNORE_INDEX}, ignored); "
+            f"got {counted.min().item()}..{counted.max().item()}"
         )
     return y
 
 
+IGNORE_INDEX = -100  # the label of a row the loss leaves out, as in nn.CrossEntropyLoss and Hugging Face
 PAPER_MSE = Loss("mse", "L = 1/(2km) Σ (f − y)²  (paper)", "mse", "paper")
 _BY_NAME = {
     "mse": PAPER_MSE,
@@ -123,6 +155,13 @@ _BY_NAME = {
     "cross_entropy_sum": Loss(
         "cross_entropy_sum", "nn.CrossEntropyLoss(reduction='sum'): L = −Σₐ log softmax(fₐ)_{yₐ}", "cross_entropy", "sum"
     ),
+    "causal_lm": Loss(
+        "causal_lm",
+        "next-token cross-entropy: L = −1/m Σₜ log softmax(fₜ)_{yₜ₊₁} over unmasked tokens",
+        "cross_entropy",
+        "mean",
+        shift=True,
+    ),  # fmt: skip
 }
 _ALIASES = {"cross_entropy": "cross_entropy_mean", "ce": "cross_entropy_mean", "paper_mse": "mse"}
 LOSS_NAMES = ("mse", "cross_entropy", *(n for n in _BY_NAME if n != "mse"))

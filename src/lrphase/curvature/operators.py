@@ -57,12 +57,13 @@ def _sandwich(products: Products, left: MatVec, right: MatVec) -> MatVec:
     return matvec
 
 
-def gauss_newton(products: Products, loss: Loss, *, samples: int | None = None) -> MatVec:
+def gauss_newton(products: Products, loss: Loss, *, samples: int | None = None, weights: torch.Tensor | None = None) -> MatVec:
     """U ↦ Sᵀ J Jᵀ S u, the output-space Gauss–Newton operator of ``loss``.
 
-    ``samples``: the batch size m of the normalization when ``products`` cover one shard.
+    ``samples``: the m of the normalization when ``products`` cover one shard; ``weights``: the
+    loss's row weights (:meth:`~lrphase.curvature.losses.Loss.row_weights`), 0 on ignored rows.
     """
-    apply_s, apply_st = loss.sqrt_hessian(products.output, samples=samples)
+    apply_s, apply_st = loss.sqrt_hessian(products.output, samples=samples, weights=weights)
     return _sandwich(products, apply_s, apply_st)
 
 

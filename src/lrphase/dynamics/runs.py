@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..curvature.data import as_args, make_batches, to_device
+from ..curvature.data import Inputs, make_batches, to_device
 from ..curvature.isolation import preserved_rng, working_copy
 from ..curvature.jacobian import JacobianProducts, seeded_forward
 from ..curvature.lanczos import LanczosResult, lanczos_top
@@ -74,7 +74,7 @@ class Trainer:
     max_iter: int = 100
 
     def __post_init__(self) -> None:
-        self._inputs = as_args(self.x)
+        self._inputs = Inputs.of(self.x)
         self._vector: torch.Tensor | None = None
         self._lambda_init: float | None = None
 
@@ -108,7 +108,7 @@ class Trainer:
         if not torch.isfinite(products.output).all():
             return math.inf
         result = lanczos_top(
-            gauss_newton(products, self.loss),
+            gauss_newton(products, self.loss, weights=self.loss.row_weights(self.target)),
             m * k,
             device=products.output.device,
             dtype=products.output.dtype,
@@ -227,7 +227,7 @@ def make_trainer(
         clone, _ = working_copy(model, device=device, dtype=dtype)
     x = to_device(x, device, dtype)
     with torch.no_grad():
-        out = seeded_forward(clone, as_args(x), seed=seed)
+        out = seeded_forward(clone, x, seed=seed)
     target = loss.prepare_targets(y, out)
     trainer = Trainer(
         clone=clone,

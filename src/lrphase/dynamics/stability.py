@@ -54,7 +54,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..curvature.data import as_args, batch_stream, to_device
+from ..curvature.data import Inputs, batch_stream, to_device
 from ..curvature.isolation import preserved_rng
 from ..curvature.jacobian import seeded_forward
 from ..curvature.lanczos import LanczosResult
@@ -166,12 +166,12 @@ class EdgeTrainer:
     def batches(self) -> Any:
         """The data stream, the same for every run."""
         for x, y in batch_stream(self.data, batch_size=self.batch_size, seed=self.tracker.seed):
-            yield as_args(to_device(x, self.device, self.dtype)), y
+            yield to_device(x, self.device, self.dtype), y
 
     def run(self, lr: float, steps: int) -> EdgeRun:
         """Train a fresh copy at ``lr`` for ``steps`` steps (``SHARPNESS_GAP`` more to confirm a sharp end) and judge it."""
         tracker, loss, optimizer, seed = self.tracker, self.tracker.loss, self.tracker.optimizer, self.tracker.seed
-        eval_inputs = as_args(tracker.x)
+        eval_inputs = Inputs.of(tracker.x)
         model = copy.deepcopy(tracker.clone)
         params = [p for p in model.parameters() if p.requires_grad]
         buffers: list[torch.Tensor | None] = [None] * len(params)
