@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import inspect
 
 import numpy as np
@@ -103,6 +104,34 @@ def dense_gauss_newton_top(model: nn.Module, x: torch.Tensor, y: torch.Tensor, l
     out = dense_outputs(model, x)
     hess = torch.autograd.functional.hessian(lambda f: loss_fn(f.reshape(out.shape), y), out.reshape(-1))
     ggn = jac.T @ hess @ jac
+    return torch.linalg.eigvalsh((ggn + ggn.T) / 2)[-1].item()
+
+
+def dense_top(model: nn.Module, inputs, loss_of_output) -> float:
+    """λ_max(Jᵀ H J) for any model and :class:`~lrphase.curvature.data.Inputs`: J of the selected output of a float64 copy.
+
+    The copy is prepared as lrphase prepares its own (eval mode but for train-mode BatchNorm);
+    H is the autograd Hessian of ``loss_of_output`` in output space, written as the model's library writes the loss.
+    """
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    from lrphase.curvature.isolation import prepare_for_curvature
+    from lrphase.curvature.jacobian import select_output
+
+    reference = copy.deepcopy(model).double()
+    prepare_for_curvature(reference)
+    inputs = inputs.to(torch.device("cpu"), torch.float64)
+    params = {n: p.detach() for n, p in reference.named_parameters() if p.requires_grad}
+
+    def outputs(p: dict) -> torch.Tensor:
+        return select_output(functional_call(reference, p, inputs.args, dict(inputs.kwargs)))
+
+    with sdpa_kernel(SDPBackend.MATH):  # jacrev batches its vjps with vmap, which the fused CPU kernel lacks
+        out = outputs(params).detach()
+        jac = jacrev(lambda p: outputs(p).reshape(-1))(params)
+    j = torch.cat([t.reshape(t.shape[0], -1) for t in jac.values()], dim=1)
+    hess = torch.autograd.functional.hessian(lambda f: loss_of_output(f.reshape(out.shape)), out.reshape(-1))
+    ggn = j.T @ hess @ j
     return torch.linalg.eigvalsh((ggn + ggn.T) / 2)[-1].item()
 
 

@@ -7,7 +7,6 @@ explicit Jacobian and the autograd Hessian of the loss written the way its libra
 
 from __future__ import annotations
 
-import copy
 import json
 from collections import OrderedDict
 
@@ -15,33 +14,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.func import functional_call, jacrev
 from torch.utils.data import DataLoader, Dataset
 
 import lrphase
+from cases import dense_top
 from lrphase.curvature.data import Inputs
-from lrphase.curvature.isolation import prepare_for_curvature
-from lrphase.curvature.jacobian import select_output
 
 OPTIONS = dict(batches=1, tol=1e-10, max_iter=200, jvp_mode="double", ntk=False)
-
-
-def dense_top(model: nn.Module, inputs: Inputs, loss_of_output) -> float:
-    """λ_max(Jᵀ H J): J of the model's selected output (float64 copy), H the autograd Hessian of ``loss_of_output``."""
-    reference = copy.deepcopy(model).double()
-    prepare_for_curvature(reference)
-    inputs = inputs.to(torch.device("cpu"), torch.float64)
-    params = {n: p.detach() for n, p in reference.named_parameters() if p.requires_grad}
-
-    def outputs(p: dict) -> torch.Tensor:
-        return select_output(functional_call(reference, p, inputs.args, dict(inputs.kwargs)))
-
-    out = outputs(params).detach()
-    jac = jacrev(lambda p: outputs(p).reshape(-1))(params)
-    j = torch.cat([t.reshape(t.shape[0], -1) for t in jac.values()], dim=1)
-    hess = torch.autograd.functional.hessian(lambda f: loss_of_output(f.reshape(out.shape)), out.reshape(-1))
-    ggn = j.T @ hess @ j
-    return torch.linalg.eigvalsh((ggn + ggn.T) / 2)[-1].item()
 
 
 class TinyOutput(OrderedDict):
@@ -224,3 +203,16 @@ def test_label_key_and_output_name_the_members_to_use(model_file, cli, monkeypat
     assert hidden.exit_code == 2 and "shape (60,)" in hidden.output  # one row per token of the (12, 5, 8) member
     wrong = cli("probe", model_file(HF_STYLE_FILE + "output = 'pooler'\n"), "--no-measure")
     assert wrong.exit_code == 2 and "'pooler'" in wrong.output
+
+
+def test_activation_modules_of_other_libraries_are_named_by_their_class():
+    """GPT-2's gelu_new computes 0.5·x·(1 + tanh(…)): a GELU, not a tanh network."""
+    import math
+
+    class NewGELUActivation(nn.Module):
+        def forward(self, x):
+            return 0.5 * x * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * torch.pow(x, 3.0))))
+
+    model = nn.Sequential(nn.Linear(4, 8), NewGELUActivation(), nn.Linear(8, 2))
+    result = lrphase.probe(model, (torch.randn(8, 4), torch.randn(8, 2)), batch_size=8, measure=False)
+    assert result.estimate.nonlinearities == ("gelu",) and result.activation.family == "unknown"

@@ -1,7 +1,9 @@
 """Turning the user's data into batches ``(inputs, y)`` at the user's batch size.
 
-Accepted forms: a ``Dataset`` whose items are ``(x, y)``, a ``DataLoader``, or an
-``(X, Y)`` pair of tensors with the samples along the first dimension. A sample, a batch or a
+Accepted forms: a ``Dataset`` (or anything indexable with a length, such as a Hugging Face
+``datasets.Dataset``) whose items are ``(x, y)`` or mappings, a ``DataLoader``, an
+``(X, Y)`` pair of tensors with the samples along the first dimension, or a mapping of such
+tensors (a tokenizer's output plus ``labels``). A sample, a batch or a
 tuple of tensors with more than two members is ``(x₁, …, xₙ, y)``: every member but the last is a
 model input, as ``TensorDataset(ids, mask, labels)`` yields them (the model is called with
 ``model(ids, mask)``). A sample or batch that is a mapping (Hugging Face style) is keyword
@@ -65,6 +67,8 @@ def batch_stream(data: Any, *, batch_size: int | None, seed: int) -> Iterator[Ba
         collate = default_collate
     if _is_tensor_tuple(data):
         return _permuted(size, batch_size, seed, lambda idx: _as_pair([t[idx.to(t.device)] for t in data]))
+    if _is_tensor_mapping(data):
+        return _permuted(size, batch_size, seed, lambda idx: _as_pair({k: t[idx.to(t.device)] for k, t in data.items()}))
     return _permuted(size, batch_size, seed, lambda idx: _as_pair(collate([data[j] for j in idx.tolist()])))
 
 
@@ -85,13 +89,14 @@ def _sizes(data: Any, batch_size: int | None) -> tuple[int, int]:
         raise InputError(f"--batch-size must be at least 1, got {batch_size}")
     if isinstance(data, DataLoader):
         data = data.dataset
-    if _is_tensor_tuple(data):
-        sizes = [len(t) for t in data]
+    if _is_tensor_tuple(data) or _is_tensor_mapping(data):
+        sizes = [len(t) for t in (data.values() if isinstance(data, Mapping) else data)]
         if len(set(sizes)) > 1:
             counts = " and ".join(f"{n}" for n in sizes)
             raise InputError(f"the tensors of data have {counts} samples: give one target per sample (and one row of each input)")
         size = sizes[0]
-    elif isinstance(data, (Dataset, Sequence)):
+    elif isinstance(data, (Dataset, Sequence)) or (hasattr(data, "__getitem__") and not isinstance(data, Mapping)):
+        # a Hugging Face `datasets.Dataset` (with_format("torch")) indexes like a map-style Dataset
         try:
             size = len(data)  # type: ignore[arg-type]  # a map-style Dataset has a length; an iterable one raises
         except TypeError as exc:
@@ -101,6 +106,13 @@ def _sizes(data: Any, batch_size: int | None) -> tuple[int, int]:
     if size == 0:
         raise InputError("the dataset is empty: give at least one sample")
     return size, min(batch_size or min(size, 128), size)
+
+
+def _is_tensor_mapping(data: Any) -> bool:
+    """Columns of a tokenized batch: ``{"input_ids": …, "attention_mask": …, "labels": …}``, samples first."""
+    return (
+        isinstance(data, Mapping) and len(data) >= 2 and all(isinstance(t, torch.Tensor) and t.dim() > 0 for t in data.values())
+    )
 
 
 def _is_tensor_tuple(data: Any) -> bool:
@@ -247,7 +259,9 @@ def relabeled(data: Any, key: str) -> Any:
             data.dataset, batch_size=data.batch_size, sampler=data.sampler, drop_last=data.drop_last,
             collate_fn=collate, num_workers=data.num_workers,
         )  # fmt: skip
-    if isinstance(data, (Dataset, Sequence)) and not _is_tensor_tuple(data):
+    if _is_tensor_mapping(data):
+        return _RelabeledDataset(Columns(data), key)
+    if (isinstance(data, (Dataset, Sequence)) or hasattr(data, "__getitem__")) and not _is_tensor_tuple(data):
         return _RelabeledDataset(data, key)
     raise InputError(f"label_key '{key}' needs data whose samples are mappings (a Dataset or DataLoader of dicts)")
 
@@ -262,6 +276,19 @@ def _move_label(key: str, item: Any) -> dict[str, Any]:
 
 def _after_collate(key: str, collate: Callable[[list], Any], samples: list) -> dict[str, Any]:
     return _move_label(key, collate(samples))
+
+
+class Columns(Dataset):
+    """A mapping of tensors read as samples: item i is ``{key: column[i]}``."""
+
+    def __init__(self, columns: Mapping[str, torch.Tensor]) -> None:
+        self.columns = columns
+
+    def __len__(self) -> int:
+        return len(next(iter(self.columns.values())))
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        return {k: v[index] for k, v in self.columns.items()}
 
 
 class _RelabeledDataset(Dataset):

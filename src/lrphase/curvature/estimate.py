@@ -256,7 +256,7 @@ def _validating_forward(clone: nn.Module, x: Inputs, seed: int) -> tuple[str, ..
     """Run one forward pass on the copy: check the data fits, and record the nonlinearities."""
     recorder = NonlinearityRecorder()
     try:
-        with torch.no_grad(), recorder, math_attention():
+        with torch.no_grad(), recorder, recorder.naming_modules(clone), math_attention():
             torch.manual_seed(seed)
             out = x.call(clone)
     except Exception as exc:  # noqa: BLE001 - any failure here means the data does not fit the model

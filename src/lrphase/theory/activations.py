@@ -3,17 +3,21 @@
 Detection records ``torch`` function calls with a ``TorchFunctionMode``, so ``F.relu``,
 ``torch.tanh`` and ``x.sigmoid()`` count as well as ``nn.ReLU`` modules. Fused layers hide their
 nonlinearities from it, so their own calls name them (``FUSED``): recurrent layers (``gru``,
-``lstm``: gates and tanh) and attention (its softmax). The paper
+``lstm``: gates and tanh) and attention (its softmax). Activation modules of other libraries
+that compose their function from others (GPT-2's ``gelu_new`` is built from ``tanh``) are named by
+their class (``NAMED_MODULES``), and the calls inside them are not counted. The paper
 (Section 3, Supplement C.4) measured η_max ≈ 12/λ₀ for ReLU networks and ≈ 4/λ₀ for
 tanh and linear ones (4 is exact for the one-hidden-layer linear model of Section 2).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from ..vocabulary import ActivationFamily
@@ -55,6 +59,7 @@ FUSED = {
     "multi_head_attention_forward": "softmax",
     "scaled_dot_product_attention": "softmax",
 }
+NAMED_MODULES = (("gelu", "gelu"), ("silu", "silu"), ("swish", "silu"), ("mish", "mish"))  # class-name part → function
 KNOWN = RELU_FAMILY | SATURATING | OTHER_NONLINEAR | {"gru", "lstm"}
 C_ACT = {"relu": 12.0, "tanh": 4.0, "sigmoid": 4.0, "linear": 4.0}
 CONSERVATIVE_C_ACT = 4.0
@@ -66,12 +71,45 @@ class NonlinearityRecorder(TorchFunctionMode):
     def __init__(self) -> None:
         super().__init__()
         self.seen: set[str] = set()
+        self._inside_named = 0
 
     def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
         name = FUSED.get(getattr(func, "__name__", ""), getattr(func, "__name__", ""))
-        if name in KNOWN:
+        if name in KNOWN and not self._inside_named:
             self.seen.add(name)
         return func(*args, **(kwargs or {}))
+
+    @contextmanager
+    def naming_modules(self, model: nn.Module) -> Iterator[None]:
+        """While active, activation modules outside ``torch.nn`` count as the function their class names."""
+        handles = []
+        for module in model.modules():
+            named = _named_activation(module)
+            if named is not None:
+                handles.append(module.register_forward_pre_hook(lambda *_, name=named: self._enter(name)))
+                handles.append(module.register_forward_hook(lambda *_: self._leave()))
+        try:
+            yield
+        finally:
+            for handle in handles:
+                handle.remove()
+
+    def _enter(self, name: str) -> None:
+        self.seen.add(name)
+        self._inside_named += 1
+
+    def _leave(self) -> None:
+        self._inside_named -= 1
+
+
+def _named_activation(module: nn.Module) -> str | None:
+    """The function an activation module of another library computes, by its class name (None: not one)."""
+    if type(module).__module__.startswith("torch.nn"):
+        return None
+    name = type(module).__name__.lower()
+    if not name.endswith(("activation", "gelu", "silu", "swish", "mish")) and "gelu" not in name:
+        return None
+    return next((function for part, function in NAMED_MODULES if part in name), None)
 
 
 @dataclass(frozen=True)
