@@ -84,6 +84,7 @@ def _phases() -> Key:
 
 KEYS: dict[str, Key] = {
     "model": _string(),
+    "data": _string(),
     "loss": _string(),
     "batch_size": _integer(1),
     "batches": _integer(1),
@@ -128,6 +129,7 @@ class Settings:
 
     target: str
     config_file: str | None = None
+    data: str | None = None  # data by name, for a model by name (lrphase.cli.named)
     loss: Any = None  # a loss name, or the model file's own loss (a name or an nn.Module)
     batch_size: int | None = None
     batches: int | None = None

@@ -161,6 +161,7 @@ def _print(console_render: Callable[[Any], None]) -> None:
 @app.command()
 def probe(
     target: opt.Target = None,
+    data: opt.Data = None,
     config: opt.Config = None,
     loss: opt.Loss = None,
     batch_size: opt.BatchSize = None,
@@ -202,6 +203,7 @@ def probe(
             target,
             config=config,
             overrides=dict(
+                data=data,
                 loss=loss,
                 batch_size=batch_size,
                 batches=batches,
@@ -254,6 +256,7 @@ def probe(
 @app.command()
 def sweep(
     target: opt.Target = None,
+    data: opt.Data = None,
     config: opt.Config = None,
     steps: int | None = typer.Option(None, help="Gradient-descent steps per learning rate (default 200)."),
     points: int = typer.Option(16, help="Log-spaced rates from 0.25·η_crit to 1.5·η_max, extended until the edge is bracketed."),
@@ -287,6 +290,7 @@ def sweep(
             target,
             config=config,
             overrides=dict(
+                data=data,
                 steps=steps,
                 loss=loss,
                 batch_size=batch_size,
@@ -342,6 +346,7 @@ def _parse_rates(text: str) -> list[float]:
 @app.command()
 def check(
     target: opt.Target = None,
+    data: opt.Data = None,
     lr: float | None = typer.Option(
         None, "--lr", help="The learning rate to check (default: `lr` in the config, else in the model file)."
     ),
@@ -385,6 +390,7 @@ def check(
                 target,
                 config=config,
                 overrides=dict(
+                    data=data,
                     lr=lr,
                     accept=accept,
                     margin=margin,

@@ -26,6 +26,7 @@ from typing import Any
 from ..errors import InputError
 from ..settings import Settings, validate
 from .model_file import ModelSpec, load_spec, split_target
+from .named import is_named
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -108,11 +109,13 @@ def load_project(
 ) -> tuple[Settings, ModelSpec]:
     """Resolve the settings, import the model file they name, and fill gaps from its defaults."""
     settings = resolve_settings(target, config=config, overrides=overrides)
-    spec = load_spec(settings.target, seed=settings.seed)
+    spec = load_spec(settings.target, seed=settings.seed, data=settings.data, loss_given=settings.loss is not None)
     return settings.with_model_defaults(spec.defaults, loss=spec.loss, source=spec.source), spec
 
 
 def _relative_to(target: str, folder: Path) -> str:
+    if is_named(target):
+        return target
     path, name = split_target(target)
     resolved = path if path.is_absolute() else folder / path
     return f"{resolved}:{name}" if name else str(resolved)

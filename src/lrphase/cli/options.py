@@ -19,8 +19,8 @@ JvpChoice = Enum("JvpChoice", {name: name for name in JVP_MODES}, type=str)  # t
 Target = Annotated[
     str | None,
     typer.Argument(
-        help="Model file `path.py` (or `path.py:factory`) defining `model` and `data`. "
-        "Default: `model` under \\[tool.lrphase] in pyproject.toml.",
+        help="Model file `path.py` (or `path.py:factory`) defining `model` and `data`, or a model by name with --data: "
+        "torchvision:NAME | timm:NAME | hf:TYPE. Default: `model` under \\[tool.lrphase] in pyproject.toml.",
         show_default=False,
     ),
 ]
@@ -31,10 +31,17 @@ Config = Annotated[
         help="TOML config file (default: \\[tool.lrphase] of the nearest pyproject.toml); options given here override it.",
     ),
 ]
+Data = Annotated[
+    str | None,
+    typer.Option(
+        help="Data for a model by name: fake:CxHxW:N\\[:K] (Gaussian images, K classes, default 10) | "
+        "imagefolder:PATH\\[:SIZE] | fake-tokens:T:N\\[:V\\[:K]] (for hf:TYPE). Not with a model file, which defines its own."
+    ),
+]
 Loss = Annotated[
     str | None,
     typer.Option(
-        help="mse (paper, default) | cross_entropy | mse_loss_mean | mse_loss_sum | cross_entropy_sum; "
+        help="mse (paper, default) | cross_entropy | mse_loss_mean | mse_loss_sum | cross_entropy_sum | causal_lm; "
         "overrides the file's `loss`."
     ),
 ]
