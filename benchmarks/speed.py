@@ -1,19 +1,25 @@
 """Speed benchmark: (time to λ₀ within 1e-3 relative error) ÷ (time of one SGD training step).
 
 Everything is measured in one run, on the same batch, for the three example models
-(digits MLP batch 256, small CNN batch 128, ResNet-18 batch 32 with BatchNorm in train mode):
+(digits MLP batch 256, small CNN batch 128, ResNet-18 batch 32 with BatchNorm in train mode) and,
+with ``--models real`` (or by name), for real architectures as their libraries' users write them:
+the example files of ``libraries.LIBRARY_EXAMPLES`` at their own batch size (tiny BERT classifier
+and GPT-2 causal LM from transformers, timm ViT-Tiny at 32 px, torchvision MobileNetV3-Small, an
+LSTM classifier; dict batches and ``ModelOutput`` outputs, read as lrphase reads them):
 
 1. one SGD step (forward, loss, backward, ``optimizer.step``) on a deep copy: median after a warm-up;
-2. a reference λ₀ on that batch: dense float64 (per-sample ``torch.func.jacrev``, then
-   the eigenvalues of Sᵀ J Jᵀ S) when J fits in ``--dense-budget-gb``, else lrphase's own
-   Lanczos in float64 with tol=1e-10 (the table says which; both built from ``reference.py``);
+2. a reference λ₀ on that batch: for the three examples dense float64 (per-sample
+   ``torch.func.jacrev``, then the eigenvalues of Sᵀ J Jᵀ S) when J fits in ``--dense-budget-gb``,
+   else lrphase's own Lanczos in float64 with tol=1e-10 (both built from ``reference.py``); for the
+   real architectures ``libraries.dense_top`` (the library's own loss) when it fits, else
+   ``estimate_lambda0`` in float64 with tol=1e-10 (the table says which);
 3. ``estimate_lambda0(model, data, batches=1, batch_size=B, tol=1e-3, loss=..., ntk=False)`` for each
-   J·v mode: median of ``--repeats`` runs after one warm-up, with its relative error.
+   J·v mode: median of ``--repeats`` runs after one warm-up, with its relative error and the mode used.
 
 It also measures the CLI's cold start (``lrphase --help``) and whether ``import lrphase.cli.app``
 imports torch. ``--device cuda`` times the step and λ₀ on the GPU (synchronized; the reference
 is still computed on the CPU in float64). Run: ``python benchmarks/speed.py [--models
-mlp,cnn,resnet] [--repeats N] [--device cpu|cuda] [--json PATH]``.
+mlp,cnn,resnet|real|all|bert,gpt2,...] [--repeats N] [--device cpu|cuda] [--json PATH]``.
 """
 
 from __future__ import annotations
@@ -36,11 +42,13 @@ from rich.console import Console
 from rich.table import Table
 from torch import nn
 
+import libraries
 from common import (
     EXAMPLES,
     LRPHASE_EXE,
     SEED,
     TOL,
+    Example,
     cpu_counters,
     has_sample_coupling,
     load_example,
@@ -48,11 +56,16 @@ from common import (
     others_load,
     parameter_count,
 )
+from lrphase.curvature.data import to_device
 from lrphase.curvature.estimate import estimate_lambda0
+from lrphase.curvature.jacobian import output_rows, select_output
 from lrphase.curvature.lanczos import lanczos_top
+from lrphase.errors import InputError
 from reference import dense_spectrum, lrphase_gauss_newton
 
 DENSE_ALLOWED = ("mlp", "cnn")  # ResNet-18's BatchNorm in train mode couples the samples: no per-sample J
+REAL = ("bert", "gpt2", "vit", "mobilenet", "lstm")  # --models real; any name of libraries.LIBRARY_EXAMPLES is accepted
+GROUPS = {"real": REAL, "all": (*EXAMPLES, *REAL)}
 MODES = ("auto", "double", "jvp", "linearize")
 console = Console(width=None if sys.stdout.isatty() else 120)
 
@@ -61,19 +74,25 @@ def _flat(out: torch.Tensor) -> torch.Tensor:
     return out.reshape(out.shape[0], -1) if out.dim() != 1 else out.reshape(-1, 1)
 
 
-def time_sgd_step(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_spec, lr: float, repeats: int, device: torch.device
-) -> float:
-    """Median wall time of zero_grad + forward + loss + backward + SGD step, on a deep copy on ``device``."""
+def time_sgd_step(model: nn.Module, x: Any, y: torch.Tensor, loss_spec, lr: float, repeats: int, device: torch.device) -> float:
+    """Median wall time of zero_grad + forward + loss + backward + SGD step, on a deep copy on ``device``.
+
+    ``x`` is a tensor, a tuple of inputs or keyword ``Inputs``; the loss is taken on the output rows
+    lrphase uses (a ``ModelOutput``'s logits; one row per token of a sequence model).
+    """
     net = copy.deepcopy(model).to(device)  # keeps the user's train/eval modes (BatchNorm stays in train mode)
-    x, y = x.to(device), y.to(device)
+    inputs, y = to_device(x, device, None), y.to(device)
     opt = torch.optim.SGD(net.parameters(), lr=lr)
+
+    def rows() -> torch.Tensor:
+        return output_rows(select_output(inputs.call(net)))
+
     with torch.no_grad():
-        target = loss_spec.prepare_targets(y, _flat(net(x)))
+        target = loss_spec.prepare_targets(y, rows())
 
     def step() -> None:
         opt.zero_grad(set_to_none=True)
-        loss_spec.value(_flat(net(x)), target).backward()
+        loss_spec.value(rows(), target).backward()
         opt.step()
 
     median, _, _ = median_time(step, repeats, device, warmup=2)
@@ -104,11 +123,32 @@ def lanczos_reference(model: nn.Module, x: torch.Tensor, loss_spec) -> tuple[flo
     return res.eigenvalue, note
 
 
+def real_reference(example: Example, budget_bytes: float) -> tuple[float, str]:
+    """A real architecture's reference: ``libraries.dense_top`` (its library's loss) within the budget, else lrphase float64."""
+    entry = libraries.LIBRARY_EXAMPLES[example.name]
+    rows, params = libraries.output_size(example.spec.model, example.x), parameter_count(example.spec.model)
+    need = libraries.dense_bytes(rows, params)
+    if need <= budget_bytes:
+        value = libraries.dense_top(example.spec.model, example.x, example.y, entry.library_loss)
+        return value, f"dense float64 ({rows:,} × {params:,} J, {need / 2**30:.2f} GiB), {entry.library} loss"
+    est = estimate_lambda0(
+        example.spec.model, example.spec.data, batches=1, batch_size=example.batch_size, loss=example.spec.loss,
+        dtype=torch.float64, tol=1e-10, max_iter=500, seed=SEED, jvp_mode="double", ntk=False,
+    )  # fmt: skip
+    note = f"lrphase float64 tol=1e-10 ({est.iterations} it; dense would take {need / 2**30:.1f} GiB)"
+    return est.lambda0, note + ("" if est.converged else " NOT CONVERGED")
+
+
+def load(name: str) -> Example:
+    """An example with the batch lrphase uses: the three of ``common.EXAMPLES``, or a real architecture's file."""
+    return load_example(name) if name in EXAMPLES else libraries.load(name)
+
+
 def bench_model(
     name: str, repeats: int, modes: tuple[str, ...], budget_bytes: float, device: torch.device
 ) -> dict[str, Any]:
     cpu_before, wall_start = cpu_counters(), time.perf_counter()
-    example = load_example(name)  # with the batch lrphase uses
+    example = load(name)  # with the batch lrphase uses
     path, spec, batch, loss_spec, x, y = example.path, example.spec, example.batch_size, example.loss, example.x, example.y
     n_params = parameter_count(spec.model)
     console.print(f"[bold]{name}[/]: {path}, batch {batch}, {n_params:,} parameters, loss {loss_spec.name}")
@@ -122,6 +162,8 @@ def bench_model(
         ref, how = dense_reference(spec.model, x, loss_spec, budget_bytes)
         if ref is None:
             console.print(f"  dense reference skipped: {how}")
+    if ref is None and name not in EXAMPLES:
+        ref, how = real_reference(example, budget_bytes)
     if ref is None:
         ref, how = lanczos_reference(spec.model, x, loss_spec)
     ref_time = time.perf_counter() - start
@@ -233,7 +275,10 @@ def print_table(results: list[dict[str, Any]]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", default="mlp,cnn,resnet", help="comma-separated subset of mlp,cnn,resnet")
+    parser.add_argument(
+        "--models", default="mlp,cnn,resnet",
+        help=f"comma-separated names of {','.join(EXAMPLES)} and {','.join(libraries.LIBRARY_EXAMPLES)}, or real, all",
+    )  # fmt: skip
     parser.add_argument("--modes", default=",".join(MODES), help="comma-separated J·v modes to time")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per λ₀ mode (after one warm-up)")
     parser.add_argument("--dense-budget-gb", type=float, default=4.0, help="largest dense float64 J to build")
@@ -242,18 +287,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, default=None, metavar="PATH", help="write the results as JSON here")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
-    names = [n.strip() for n in args.models.split(",") if n.strip()]
+    names = [m for n in args.models.split(",") if n.strip() for m in GROUPS.get(n.strip(), (n.strip(),))]
     modes = tuple(m.strip() for m in args.modes.split(",") if m.strip())
-    bad = [n for n in names if n not in EXAMPLES] + [m for m in modes if m not in MODES]
+    bad = [n for n in names if n not in EXAMPLES and n not in libraries.LIBRARY_EXAMPLES] + [m for m in modes if m not in MODES]
     if bad or args.repeats < 1:
         parser.error(f"unknown models/modes {bad} or --repeats < 1")
 
     if args.threads:
         torch.set_num_threads(args.threads)
     started, cpu_before = time.perf_counter(), cpu_counters()
-    results = [bench_model(n, args.repeats, modes, args.dense_budget_gb * 2**30, device) for n in names]
+    results, skipped = [], {}
+    for n in names:
+        try:
+            results.append(bench_model(n, args.repeats, modes, args.dense_budget_gb * 2**30, device))
+        except InputError as exc:  # a real architecture's library is not installed here (e.g. on a bare GPU machine)
+            skipped[n] = str(exc).splitlines()[0]
+            console.print(f"[yellow]{n}: skipped ({skipped[n]})[/]")
     cold = cold_start(args.repeats)
     print_table(results)
+    for n, why in skipped.items():
+        console.print(f"skipped {n}: {why}")
     if "skipped" in cold:
         console.print(f"cold start: skipped ({cold['skipped']})")
     else:
@@ -279,6 +332,7 @@ def main(argv: list[str] | None = None) -> int:
             "processor": platform.processor() or platform.machine(),
             "repeats": args.repeats,
             "models": results,
+            "skipped": skipped,
             "cold_start": cold,
             "total_seconds": total,
             "foreign_load_cores": other,

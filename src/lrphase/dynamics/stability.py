@@ -293,5 +293,5 @@ def search_edge(
         if not trained or not failed or min(failed) - max(trained) < 2:
             break
         at((max(trained) + min(failed)) // 2)
-    batch_size = trainer.eval_target.shape[0]
+    batch_size = Inputs.of(trainer.tracker.x).size or trainer.eval_target.shape[0]  # samples, not token rows
     return EdgeMeasurement(tuple(runs.values()), steps, batch_size, start, lambda0)
