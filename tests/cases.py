@@ -131,8 +131,11 @@ def dense_top(model: nn.Module, inputs, loss_of_output) -> float:
         jac = jacrev(lambda p: outputs(p).reshape(-1))(params)
     j = torch.cat([t.reshape(t.shape[0], -1) for t in jac.values()], dim=1)
     hess = torch.autograd.functional.hessian(lambda f: loss_of_output(f.reshape(out.shape)), out.reshape(-1))
-    ggn = j.T @ hess @ j
-    return torch.linalg.eigvalsh((ggn + ggn.T) / 2)[-1].item()
+    # Jᵀ H J and H^½ J Jᵀ H^½ share their non-zero eigenvalues; the second is small (outputs × outputs).
+    values, vectors = torch.linalg.eigh((hess + hess.T) / 2)
+    root = vectors @ torch.diag(values.clamp(min=0).sqrt()) @ vectors.T
+    gram = root @ (j @ j.T) @ root
+    return torch.linalg.eigvalsh((gram + gram.T) / 2)[-1].item()
 
 
 def dense_ntk_top(model: nn.Module, x: torch.Tensor) -> float:

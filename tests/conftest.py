@@ -11,11 +11,16 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import torch
 from typer.testing import CliRunner, Result
 
 from lrphase.cli.app import app
 
 sys.path.insert(0, str(Path(__file__).parent))
+
+# One thread: the tests' networks are tiny, and on a shared 2-core machine a second torch thread
+# that waits for a busy core makes every op hundreds of times slower.
+torch.set_num_threads(1)
 
 
 @pytest.fixture

@@ -62,7 +62,7 @@ class StepTrainer:
     """A stand-in for EdgeTrainer whose runs train exactly below ``edge``."""
 
     edge: float
-    eval_target: torch.Tensor = torch.zeros(8, 1)
+    samples: int = 8
 
     def run(self, lr: float, steps: int) -> EdgeRun:
         trains = lr < self.edge

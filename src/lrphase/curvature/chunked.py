@@ -20,7 +20,15 @@ from torch import nn
 from torch.autograd.graph import saved_tensors_hooks
 
 from .data import Inputs
-from .jacobian import JacobianProducts, Vector, forward_mode_jvp, seeded_forward
+from .jacobian import (
+    FAILURES,
+    JacobianProducts,
+    Vector,
+    forward_mode_jvp,
+    record_failure,
+    seeded_forward,
+    unsupported_modes,
+)
 
 MEMORY_FRACTION = 0.5  # of the free device memory that one product may use
 DOUBLE_BACKWARD_FACTOR = 3.0  # a retained graph plus its create_graph backward, relative to the graph
@@ -111,15 +119,17 @@ class ChunkedJacobianProducts:
         return tuple(total)
 
     def jvp(self, v: Vector) -> torch.Tensor:
-        """J v, micro-batch by micro-batch, in forward mode where the model supports it."""
+        """J v, micro-batch by micro-batch: in forward mode, else in the next mode of the fallback order that works."""
+        if "jvp" not in unsupported_modes(self._model):
+            try:
+                return torch.cat([forward_mode_jvp(self._model, chunk, v, seed=self._seed) for chunk in self._chunks])
+            except torch.cuda.OutOfMemoryError:
+                raise
+            except FAILURES as exc:
+                record_failure(self._model, "jvp", exc)
         parts = []
         for chunk in self._chunks:
-            if self.mode == "jvp":
-                try:
-                    parts.append(forward_mode_jvp(self._model, chunk, v, seed=self._seed))
-                    continue
-                except (RuntimeError, NotImplementedError) as exc:
-                    self.fallback = f"jvp unavailable ({str(exc).splitlines()[0][:120]}); used double"
-                    self.mode = "double"
-            parts.append(JacobianProducts(self._model, chunk, mode="double", seed=self._seed).jvp(v))
+            products = JacobianProducts(self._model, chunk, mode="jvp", seed=self._seed)  # skips the modes that failed
+            parts.append(products.jvp(v))
+            self.mode, self.fallback = products.mode, products.fallback
         return torch.cat(parts)

@@ -11,7 +11,9 @@ deep copy prepared so that the curvature operator is a fixed symmetric matrix:
 * BatchNorm layers that are in training mode keep using batch statistics (as in the
   first training step) but stop tracking running statistics, so no in-place buffer
   update happens (that update is what breaks ``torch.func`` transforms);
-* BatchNorm layers the user put in eval mode keep using their running statistics.
+* BatchNorm layers the user put in eval mode keep using their running statistics;
+* recurrent layers and ``nn.EmbeddingBag`` get forwards that every J·v mode can differentiate
+  (see :mod:`lrphase.curvature.layers`).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import torch
 from torch import nn
 
 from ..errors import InputError
+from .layers import differentiable_layers
 
 
 @contextlib.contextmanager
@@ -74,7 +77,12 @@ def working_copy(model: nn.Module, *, device: torch.device, dtype: torch.dtype |
 
 
 def prepare_for_curvature(module: nn.Module) -> ModeReport:
-    """Eval mode for every module but train-mode BatchNorm, whose running-stat updates stop; in place on a copy."""
+    """Eval mode for every module but train-mode BatchNorm, whose running-stat updates stop; in place on a copy.
+
+    Recurrent layers and embedding bags are made differentiable in every J·v mode
+    (:func:`~lrphase.curvature.layers.differentiable_layers`).
+    """
+    differentiable_layers(module)
     batchnorm_modes = set()
     train_mode_switched = False
     for sub in module.modules():

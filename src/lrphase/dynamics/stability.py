@@ -159,9 +159,9 @@ class EdgeTrainer:
     dtype: torch.dtype | None
 
     @property
-    def eval_target(self) -> torch.Tensor:
-        """The evaluation batch's targets, as the loss takes them."""
-        return self.tracker.target
+    def samples(self) -> int:
+        """Samples in a batch (a batch of sequences has more rows of outputs: one per token)."""
+        return Inputs.of(self.tracker.x).size or self.tracker.target.shape[0]
 
     def batches(self) -> Any:
         """The data stream, the same for every run."""
@@ -293,5 +293,4 @@ def search_edge(
         if not trained or not failed or min(failed) - max(trained) < 2:
             break
         at((max(trained) + min(failed)) // 2)
-    batch_size = Inputs.of(trainer.tracker.x).size or trainer.eval_target.shape[0]  # samples, not token rows
-    return EdgeMeasurement(tuple(runs.values()), steps, batch_size, start, lambda0)
+    return EdgeMeasurement(tuple(runs.values()), steps, trainer.samples, start, lambda0)
