@@ -74,7 +74,10 @@ def test_bert_lambda0_equals_the_dense_float64_reference(model_file):
     spec = _load(BERT_FILE, model_file)
     model = spec.model.double()
     samples = spec.data[:8]
+    before, rng = copy.deepcopy(model.state_dict()), torch.get_rng_state()
     est = lrphase.estimate_lambda0(model, samples, loss=spec.loss, batch_size=8, batches=1, tol=1e-10, max_iter=200)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items()) and model.training
+    assert torch.equal(rng, torch.get_rng_state())
     batch = torch.utils.data.default_collate(samples)
     labels = batch.pop("labels")
     truth = dense_top(model, Inputs((), batch), lambda f: F.cross_entropy(f, labels))
