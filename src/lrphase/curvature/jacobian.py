@@ -103,7 +103,7 @@ class JacobianProducts:
         if self._requested is None:
             return None
         used = self._order.index(self.mode)
-        failed = [f"{m} unavailable (no rule for {self._failed[m]})" for m in self._order[:used] if m in self._failed]
+        failed = [f"{m} unavailable ({_reason(self._failed[m])})" for m in self._order[:used] if m in self._failed]
         return "; ".join([*failed, f"used {self.mode}"]) if failed else None
 
     def vjp(self, u: torch.Tensor) -> Vector:
@@ -399,6 +399,12 @@ def _operation(exc: Exception, out: torch.Tensor | None) -> str:
         names = _custom_functions(out) if out is not None else []
         return f"the custom autograd.Function {' and '.join(names)}" if names else "a custom autograd.Function"
     return text.splitlines()[0][:120] if text else type(exc).__name__
+
+
+def _reason(operation: str) -> str:
+    """Why a mode failed, from what :func:`_operation` found: a missing rule, or torch's own words."""
+    named = re.fullmatch(r"[\w.]+", operation) or operation.startswith(("the custom", "a custom"))
+    return f"no rule for {operation}" if named else operation
 
 
 def _synchronize(t: torch.Tensor) -> None:
