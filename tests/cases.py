@@ -145,6 +145,43 @@ def dense_ntk_top(model: nn.Module, x: torch.Tensor) -> float:
     return torch.linalg.eigvalsh(jac @ jac.T / (k * m))[-1].item()
 
 
+class Square(torch.autograd.Function):
+    """x² with a backward (twice differentiable) but no forward-mode rule."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return x * x
+
+    @staticmethod
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        return 2 * x * grad
+
+
+class NoForwardMode(nn.Module):
+    """Linear → x² (a custom Function without a forward-mode rule) → linear."""
+
+    def __init__(self, inputs: int = 4, outputs: int = 2) -> None:
+        super().__init__()
+        self.a, self.b = nn.Linear(inputs, 8), nn.Linear(8, outputs)
+
+    def forward(self, x):
+        return self.b(Square.apply(self.a(x)))
+
+
+class Encoder(nn.Module):
+    """A transformer layer at dropout 0: in eval mode attention runs the fused CPU kernel unless told not to."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.layer = nn.TransformerEncoderLayer(8, 2, dim_feedforward=16, dropout=0.0, batch_first=True)
+        self.head = nn.Linear(8, 3)
+
+    def forward(self, x):
+        return self.head(self.layer(x).mean(dim=1))
+
+
 def _float64_copy(model: nn.Module) -> nn.Module:
     import copy
 

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import lrphase
-from cases import dense_gauss_newton_top, dense_ntk_top, make_case, warmup_case, warmup_lambda0
+from cases import NoForwardMode, dense_gauss_newton_top, dense_ntk_top, make_case, warmup_case, warmup_lambda0
 from lrphase import estimate_lambda0
 
 
@@ -84,32 +84,9 @@ def test_unconverged_lanczos_is_reported_not_hidden():
     assert est.max_relative_residual > 1e-14
 
 
-class _Square(torch.autograd.Function):
-    """x² with a backward (twice differentiable) but no forward-mode rule."""
-
-    @staticmethod
-    def forward(ctx, x):
-        ctx.save_for_backward(x)
-        return x * x
-
-    @staticmethod
-    def backward(ctx, grad):
-        (x,) = ctx.saved_tensors
-        return 2 * x * grad
-
-
-class _NoForwardMode(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.a, self.b = nn.Linear(4, 8), nn.Linear(8, 2)
-
-    def forward(self, x):
-        return self.b(_Square.apply(self.a(x)))
-
-
 def test_missing_forward_mode_rule_falls_back_and_says_so():
     torch.manual_seed(0)
-    model = _NoForwardMode()
+    model = NoForwardMode()
     x, y = torch.randn(10, 4, dtype=torch.float64), torch.randn(10, 2, dtype=torch.float64)
     options = dict(batch_size=10, batches=1, tol=1e-10, dtype=torch.float64)
     reference = estimate_lambda0(model, (x, y), jvp_mode="double", **options)

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 import lrphase
-from cases import make_case
+from cases import Encoder, make_case
 
 
 class NetWithEverything(nn.Module):
@@ -152,21 +152,9 @@ def _eval_mode_reference(model: nn.Module, x: torch.Tensor) -> float:
     return torch.linalg.eigvalsh(j @ j.T)[-1].item() / j.shape[0]
 
 
-class _Encoder(nn.Module):
-    """A transformer layer at dropout 0: in eval mode attention runs the fused CPU kernel unless told not to."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.layer = nn.TransformerEncoderLayer(8, 2, dim_feedforward=16, dropout=0.0, batch_first=True)
-        self.head = nn.Linear(8, 3)
-
-    def forward(self, x):
-        return self.head(self.layer(x).mean(dim=1))
-
-
 @pytest.mark.parametrize(
     "factory, shape",
-    [(_FunctionalDropout, (6,)), (_Residual, (6,)), (_Attention, (5, 8)), (_Recurrent, (4, 6)), (_Encoder, (5, 8))],
+    [(_FunctionalDropout, (6,)), (_Residual, (6,)), (_Attention, (5, 8)), (_Recurrent, (4, 6)), (Encoder, (5, 8))],
 )
 def test_every_layer_gated_on_training_is_off_as_in_eval_mode(factory, shape):
     """Functional dropout, DropPath, attention dropout, recurrent dropout: λ₀ is the eval-mode network's."""

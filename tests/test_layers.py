@@ -15,6 +15,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.data import DataLoader
 
 import lrphase
+from cases import Encoder, NoForwardMode
 from lrphase.curvature import jacobian
 from lrphase.curvature.isolation import working_copy
 from lrphase.curvature.jacobian import JacobianProducts, ModeTimer
@@ -230,16 +231,6 @@ def _mlp(activation: nn.Module, norm: type[nn.Module] | None = None) -> nn.Modul
     return nn.Sequential(*layers)
 
 
-class _Encoder(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.layer = nn.TransformerEncoderLayer(8, 2, dim_feedforward=16, dropout=0.0, batch_first=True)
-        self.head = nn.Linear(8, 3)
-
-    def forward(self, x):
-        return self.head(self.layer(x).mean(dim=1))
-
-
 def _conv(groups: int, norm: bool) -> nn.Module:
     layers = [
         nn.Conv2d(4, 4, 3, groups=groups),
@@ -257,7 +248,7 @@ def _conv(groups: int, norm: bool) -> nn.Module:
         (lambda: _mlp(nn.SiLU()), (6,)),
         (lambda: _mlp(nn.GELU()), (6,)),
         (lambda: _mlp(nn.GELU(approximate="tanh"), nn.LayerNorm), (6,)),
-        (_Encoder, (5, 8)),
+        (Encoder, (5, 8)),
         (lambda: _conv(groups=4, norm=True), (4, 6, 6)),
     ],
     ids=["silu", "gelu", "gelu-tanh-layernorm", "attention", "depthwise-groupnorm"],
@@ -315,31 +306,8 @@ def test_a_failed_mode_is_skipped_for_the_rest_of_the_model():
     assert first.fallback == second.fallback == "double unavailable (no rule for hardsigmoid_backward); used jvp"
 
 
-class _Square(torch.autograd.Function):
-    """x² with a backward (twice differentiable) but no forward-mode rule."""
-
-    @staticmethod
-    def forward(ctx, x):
-        ctx.save_for_backward(x)
-        return x * x
-
-    @staticmethod
-    def backward(ctx, grad):
-        (x,) = ctx.saved_tensors
-        return 2 * x * grad
-
-
-class _NoForwardMode(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.a, self.b = nn.Linear(6, 8), nn.Linear(8, 3)
-
-    def forward(self, x):
-        return self.b(_Square.apply(self.a(x)))
-
-
 def test_chunked_products_fall_back_too():
-    model = _seeded(_NoForwardMode)
+    model = _seeded(lambda: NoForwardMode(6, 3))
     x, y = _batch(6)
     chunked = lrphase.estimate_lambda0(model, (x, y), batch_size=12, chunk_size=4, **OPTIONS)
     assert chunked.chunk_size == 4 and chunked.jvp_mode == "double"
