@@ -14,7 +14,15 @@ the measurement:
 
 If no rate failed up to the search's cap, η_max is that cap's rate, a lower bound; if no rate
 trained, η_max is the smallest rate tried (which failed) and η_rec = η_max/(2·``RECOMMEND_DIVISOR``),
-with a caveat. Adaptive optimizers are neither predicted nor measured (see :mod:`lrphase.theory.optimizers`).
+with a caveat.
+
+An **adaptive optimizer** (Adam, AdamW, …; :mod:`lrphase.theory.adaptive`) is always measured, with
+its own class: a run fails when its loss jumps above its start (:mod:`lrphase.dynamics.stability`),
+so η_max is the largest rate whose loss fell from the first step, and η_rec = η_max/``RECOMMEND_DIVISOR``
+(calibrated on the Adam models of ``benchmarks/training_quality.py``). Its phases are its own: stable
+below η_max, unstable above (η_crit = η_max: no lazy/catapult split), and λᴾ₀'s predicted edge
+2Fᴾ/λᴾ₀ is printed beside the measurement; with ``--no-measure`` the advice is that prediction/4,
+flagged as unverified. An optimizer lrphase cannot step (LBFGS) gets no numbers.
 """
 
 from __future__ import annotations
@@ -24,6 +32,7 @@ from dataclasses import dataclass
 from .curvature.losses import Loss
 from .dynamics.stability import EdgeMeasurement
 from .theory.activations import Activation
+from .theory.adaptive import AdaptivePrediction
 from .theory.optimizers import Optimizer
 from .theory.phases import PhasePrediction
 from .vocabulary import Confidence, Phase, Source
@@ -55,6 +64,7 @@ class Advice:
     rule: str
     confidence: Confidence
     caveats: tuple[str, ...]
+    adaptive: AdaptivePrediction | None = None  # λᴾ₀ and its predicted edge, for an adaptive optimizer
 
     @property
     def lambda0(self) -> float:
@@ -68,8 +78,15 @@ class Advice:
 
     @property
     def applies(self) -> bool:
-        """False for adaptive optimizers: neither predicted nor measured."""
-        return self.prediction.applies
+        """Whether there is advice for this optimizer: False only for one lrphase can neither predict nor run."""
+        return self.prediction.applies or self.measurement is not None or self.adaptive is not None
+
+    @property
+    def phase_names(self) -> dict[Phase, str]:
+        """What each phase is called for this optimizer: an adaptive one's are stable and unstable."""
+        if self.optimizer.adaptive:
+            return {"lazy": "stable", "catapult": "stable", "divergent": "unstable"}
+        return {phase: phase for phase in ("lazy", "catapult", "divergent")}
 
     @property
     def eta_max_predicted(self) -> float:
@@ -79,7 +96,7 @@ class Advice:
     @property
     def lambda_sharp(self) -> float | None:
         """The curvature the measured runs reached, where it exceeds λ₀ (None otherwise)."""
-        sharp = self.measurement.lambda_sharp if self.measurement else None
+        sharp = self.measurement.lambda_sharp if self.measurement and not self.measurement.adaptive else None
         return sharp if sharp is not None and sharp > self.lambda0 else None
 
     def phase_of(self, lr: float) -> Phase:
@@ -122,8 +139,23 @@ def predicted_advice(prediction: PhasePrediction, *, exact: bool) -> Advice:
     )
 
 
-def measured_advice(prediction: PhasePrediction, measurement: EdgeMeasurement, *, exact: bool) -> Advice:
-    """The advice from a stability search (module doc)."""
+def predicted_adaptive_advice(prediction: PhasePrediction, adaptive: AdaptivePrediction | None) -> Advice:
+    """An adaptive optimizer's advice with ``--no-measure``: λᴾ₀'s predicted edge, and a quarter of it, unverified."""
+    if adaptive is None:
+        return predicted_advice(prediction, exact=False)
+    edge = adaptive.eta_edge
+    caveat = (
+        f"not measured: {adaptive.formula} = {edge:.4g} is the linear-stability edge for the preconditioner of the first "
+        "step, which adapts as training goes; run without --no-measure"
+    )
+    rule = f"predicted edge/{RECOMMEND_DIVISOR:g}: {adaptive.formula} with λᴾ₀ = {adaptive.lambda_p0:.4g}"
+    return Advice(prediction, False, None, edge, edge, edge / RECOMMEND_DIVISOR, "predicted", rule, "low", (caveat,), adaptive)
+
+
+def measured_advice(
+    prediction: PhasePrediction, measurement: EdgeMeasurement, *, exact: bool, adaptive: AdaptivePrediction | None = None
+) -> Advice:
+    """The advice from a stability search (module doc); ``adaptive`` is λᴾ₀'s prediction for an adaptive optimizer."""
     opt = prediction.optimizer
     steps = measurement.steps
     edge = measurement.eta_max
@@ -144,8 +176,9 @@ def measured_advice(prediction: PhasePrediction, measurement: EdgeMeasurement, *
         eta_max = edge
         eta_rec = edge / RECOMMEND_DIVISOR
         confidence = "high" if measurement.bracketed else "medium"
+        trained = "whose loss never rose above its start" if opt.adaptive else "that trained"
         rule = (
-            f"η_max/4, η_max measured: the largest rate that trained in {steps}-step runs of "
+            f"η_max/4, η_max measured: the largest rate {trained} in {steps}-step runs of "
             f"{opt.describe()} on minibatches of {measurement.batch_size}"
         )
         if not measurement.bracketed:
@@ -154,7 +187,7 @@ def measured_advice(prediction: PhasePrediction, measurement: EdgeMeasurement, *
                 f"no tried rate failed, up to {edge:.4g}: η_max is a lower bound, and the recommendation is conservative",
             )
     lam = max(prediction.lambda0, measurement.lambda_sharp or 0.0)
-    eta_crit = min(2.0 * opt.stability_factor / opt.curvature(lam), eta_max) if opt.applies else prediction.eta_crit
+    eta_crit = min(2.0 * opt.stability_factor / opt.curvature(lam), eta_max) if opt.applies else eta_max
     return Advice(
         prediction,
         exact,
@@ -166,4 +199,5 @@ def measured_advice(prediction: PhasePrediction, measurement: EdgeMeasurement, *
         rule,
         confidence,
         tuple(caveats),
+        adaptive,
     )

@@ -7,7 +7,7 @@ arguments with the same :func:`validate`, so a bad value reads the same wherever
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -18,7 +18,7 @@ from .theory.optimizers import OPTIMIZERS, Optimizer
 from .vocabulary import DTYPES, JVP_MODES, PHASES, Phase
 
 ACCEPTABLE_PHASES: tuple[Phase, ...] = PHASES[:2]  # divergent never passes
-MODEL_FILE_KEYS = ("batch_size", "lr", "optimizer", "momentum", "nesterov", "weight_decay")
+MODEL_FILE_KEYS = ("batch_size", "lr", "optimizer", "momentum", "nesterov", "weight_decay", "betas", "eps")
 
 
 @dataclass(frozen=True)
@@ -69,6 +69,19 @@ def _boolean() -> Key:
     return Key("true or false", convert)
 
 
+def _betas() -> Key:
+    def convert(value: Any) -> tuple[float, float]:
+        items = value.split(",") if isinstance(value, str) else value
+        if not isinstance(items, (list, tuple)) or len(items) != 2:
+            raise ValueError
+        betas = tuple(float(item) if isinstance(item, str) else item for item in items)
+        if not all(_is_number(b) and 0 <= b < 1 for b in betas):
+            raise ValueError
+        return float(betas[0]), float(betas[1])
+
+    return Key('two numbers in [0, 1), as a list or "0.9,0.999"', convert)
+
+
 def _phases() -> Key:
     def convert(value: Any) -> tuple[str, ...]:
         items = value.split(",") if isinstance(value, str) else value
@@ -92,6 +105,8 @@ KEYS: dict[str, Key] = {
     "momentum": _number("a number in [0, 1)", lambda x: 0 <= x < 1),
     "nesterov": _boolean(),
     "weight_decay": _number("a number ≥ 0", lambda x: x >= 0),
+    "betas": _betas(),
+    "eps": _number("a positive number", lambda x: x > 0),
     "lr": _number("a positive number", lambda x: x > 0),
     "accept": _phases(),
     "margin": _number("a number ≥ 0", lambda x: x >= 0),
@@ -137,6 +152,9 @@ class Settings:
     momentum: float | None = None
     nesterov: bool | None = None
     weight_decay: float | None = None
+    betas: tuple[float, float] | None = None
+    eps: float | None = None
+    optimizer_object: Optimizer | None = None  # a class or object from the model file: its class, options and groups
     lr: float | None = None
     accept: tuple[str, ...] = ACCEPTABLE_PHASES
     margin: float | None = None
@@ -152,34 +170,53 @@ class Settings:
     measure: bool | None = None
     measure_steps: int | None = None
 
-    def with_model_defaults(self, defaults: Mapping[str, Any], *, loss: Any = None, source: str | None = None) -> Settings:
+    def with_model_defaults(
+        self,
+        defaults: Mapping[str, Any],
+        *,
+        loss: Any = None,
+        source: str | None = None,
+        parameters: Sequence[torch.Tensor] | None = None,
+    ) -> Settings:
         """Fill what neither the command line nor the config set from the model file's ``defaults`` and ``loss``.
 
-        ``defaults`` is :attr:`lrphase.cli.model_file.ModelSpec.defaults`; an optimizer given there as a
-        class (``torch.optim.SGD``) counts by its lowercased name, and an optimizer instance (such as
-        ``model.configure_optimizers()`` returns) by its name and its first parameter group's ``lr``,
-        ``momentum``, ``nesterov`` and ``weight_decay``.
+        ``defaults`` is :attr:`lrphase.cli.model_file.ModelSpec.defaults`. An optimizer given there as a
+        class (``torch.optim.AdamW``, or any ``torch.optim.Optimizer`` subclass) is run as that class;
+        an optimizer object (``torch.optim.AdamW(model.parameters(), …)``, or what
+        ``configure_optimizers()`` returns) as its class with its options, its parameter groups'
+        relative rates (placed in ``parameters``, the model's) and its first group's ``lr``.
         """
         where = f"in {source or self.target}"
         filled: dict[str, Any] = {"loss": loss} if self.loss is None and loss is not None else {}
-        defaults = _with_optimizer_instance_unpacked(defaults)
+        defaults = dict(defaults)
+        given = defaults.get("optimizer")
+        if isinstance(given, (type, torch.optim.Optimizer, Optimizer)):
+            spec = _optimizer_object(given, parameters)
+            del defaults["optimizer"]
+            if isinstance(given, torch.optim.Optimizer):
+                defaults["lr"] = float(given.param_groups[0]["lr"])
+            if spec.applies:  # SGD's hyperparameters are settings of their own
+                defaults.update(momentum=spec.momentum, nesterov=spec.nesterov, weight_decay=spec.weight_decay)
+            if self.optimizer is None:
+                filled["optimizer_object"] = spec
         for key in MODEL_FILE_KEYS:
             if getattr(self, key) is None and defaults.get(key) is not None:
-                value = defaults[key]
-                if key == "optimizer" and isinstance(value, type):
-                    name = value.__name__.lower()
-                    value = name if name in OPTIMIZERS else "other"
-                filled[key] = validate(key, value, where)
+                filled[key] = validate(key, defaults[key], where)
         return replace(self, **filled)
 
     def optimizer_spec(self) -> Optimizer:
-        """The :class:`~lrphase.theory.optimizers.Optimizer` these settings describe (plain SGD where unset)."""
-        return Optimizer(
-            name=self.optimizer or "sgd",
-            momentum=self.momentum or 0.0,
-            nesterov=bool(self.nesterov),
-            weight_decay=self.weight_decay or 0.0,
+        """The :class:`~lrphase.theory.optimizers.Optimizer` these settings describe (plain SGD where unset).
+
+        The model file's class or object, with the hyperparameters that the command line or the config set
+        on top; otherwise the optimizer of that name with them.
+        """
+        hyper = dict(
+            momentum=self.momentum, nesterov=self.nesterov, weight_decay=self.weight_decay, betas=self.betas, eps=self.eps
         )
+        base = self.optimizer_object
+        if base is None:
+            return Optimizer.named(self.optimizer or "sgd", **hyper)
+        return base.with_hyperparameters(**hyper)
 
     def probe_options(self) -> dict[str, Any]:
         """Keyword arguments for :func:`lrphase.probe`, only those set: the library's defaults apply to the rest."""
@@ -220,13 +257,13 @@ class Settings:
         )
 
     def confirm_options(self) -> dict[str, Any]:
-        """Keyword arguments for :func:`lrphase.confirm` (its optimizer only where the prediction applies to it)."""
+        """Keyword arguments for :func:`lrphase.confirm` (its optimizer wherever lrphase can run it)."""
         optimizer = self.optimizer_spec()
         return _set(
             batch_size=self.batch_size,
             dtype=self.torch_dtype(),
             seed=self.seed,
-            optimizer=optimizer if optimizer.applies else None,
+            optimizer=optimizer if optimizer.cannot_step is None else None,
         )
 
     def torch_dtype(self) -> torch.dtype | None:
@@ -234,17 +271,13 @@ class Settings:
         return getattr(torch, self.dtype) if self.dtype else None
 
 
-def _with_optimizer_instance_unpacked(defaults: Mapping[str, Any]) -> Mapping[str, Any]:
-    """A ``torch.optim`` optimizer instance under ``optimizer`` as its name and first group's settings."""
-    instance = defaults.get("optimizer")
-    if not isinstance(instance, torch.optim.Optimizer):
-        return defaults
-    spec = Optimizer.from_torch(instance)
-    group = instance.param_groups[0]
-    found = {"optimizer": spec.name, "lr": float(group["lr"])}
-    if spec.applies:
-        found.update(momentum=spec.momentum, nesterov=spec.nesterov, weight_decay=spec.weight_decay)
-    return {**defaults, **found}
+def _optimizer_object(given: type | torch.optim.Optimizer | Optimizer, parameters: Sequence[torch.Tensor] | None) -> Optimizer:
+    """The spec of an optimizer class, object (its groups placed in ``parameters``) or spec."""
+    if isinstance(given, Optimizer):
+        return given
+    if isinstance(given, torch.optim.Optimizer):
+        return Optimizer.from_torch(given, parameters)
+    return Optimizer.from_class(given)
 
 
 def _set(**options: Any) -> dict[str, Any]:

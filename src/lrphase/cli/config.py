@@ -110,7 +110,8 @@ def load_project(
     """Resolve the settings, import the model file they name, and fill gaps from its defaults."""
     settings = resolve_settings(target, config=config, overrides=overrides)
     spec = load_spec(settings.target, seed=settings.seed, data=settings.data, loss_given=settings.loss is not None)
-    return settings.with_model_defaults(spec.defaults, loss=spec.loss, source=spec.source), spec
+    parameters = list(spec.model.parameters())
+    return settings.with_model_defaults(spec.defaults, loss=spec.loss, source=spec.source, parameters=parameters), spec
 
 
 def _relative_to(target: str, folder: Path) -> str:

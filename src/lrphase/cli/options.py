@@ -74,8 +74,13 @@ ChunkSize = Annotated[
 ]
 OptimizerName = Annotated[
     str | None,
-    typer.Option("--optimizer", help="sgd (default) | adam | adamw | rmsprop | … (adaptive: the prediction does not apply)."),
+    typer.Option(
+        "--optimizer",
+        help="sgd (default) | adam | adamw | rmsprop | adagrad | … (any other than sgd is run as itself to measure its edge).",
+    ),
 ]
+Betas = Annotated[str | None, typer.Option("--betas", help='Adam-style (β₁, β₂), e.g. "0.9,0.999" (default: the optimizer\'s).')]
+Eps = Annotated[float | None, typer.Option("--eps", help="ε of an adaptive optimizer (default: the optimizer's).")]
 Momentum = Annotated[float | None, typer.Option("--momentum", help="SGD momentum β (default 0).")]
 Nesterov = Annotated[bool | None, typer.Option("--nesterov/--no-nesterov", help="Nesterov momentum (as torch.optim.SGD).")]
 WeightDecay = Annotated[

@@ -4,7 +4,10 @@ Both are symmetric positive semi-definite on R^{m·k} and cost one vjp and one j
 
 * :func:`gauss_newton` — A = Sᵀ J Jᵀ S with H = S Sᵀ the loss Hessian in output space;
   its non-zero eigenvalues are those of the Gauss–Newton matrix G = Jᵀ H J.
-* :func:`ntk` — the paper's empirical NTK Θ = J Jᵀ/(k m) (Supplement A).
+* :func:`ntk` — the paper's empirical NTK Θ = J Jᵀ/(k m) (Supplement A);
+* :func:`preconditioned_gauss_newton` — A = Sᵀ J P⁻¹ Jᵀ S for a diagonal preconditioner P
+  (an adaptive optimizer's √v̂ + ε, :mod:`lrphase.curvature.preconditioner`); its non-zero
+  eigenvalues are those of P^(−1/2) G P^(−1/2), i.e. of P⁻¹G: the preconditioned curvature λᴾ.
 """
 
 from __future__ import annotations
@@ -48,11 +51,14 @@ class Products(Protocol):
         """J v, of the outputs' shape."""
 
 
-def _sandwich(products: Products, left: MatVec, right: MatVec) -> MatVec:
+def _sandwich(products: Products, left: MatVec, right: MatVec, middle: Vector | None = None) -> MatVec:
     shape = products.output.shape
 
     def matvec(u: torch.Tensor) -> torch.Tensor:
-        return right(products.jvp(products.vjp(left(u.reshape(shape))))).reshape(-1)
+        v = products.vjp(left(u.reshape(shape)))
+        if middle is not None:
+            v = tuple(part * scale for part, scale in zip(v, middle, strict=True))
+        return right(products.jvp(v)).reshape(-1)
 
     return matvec
 
@@ -65,6 +71,17 @@ def gauss_newton(products: Products, loss: Loss, *, samples: int | None = None, 
     """
     apply_s, apply_st = loss.sqrt_hessian(products.output, samples=samples, weights=weights)
     return _sandwich(products, apply_s, apply_st)
+
+
+def preconditioned_gauss_newton(
+    products: Products, loss: Loss, inverse_preconditioner: Vector, *, weights: torch.Tensor | None = None
+) -> MatVec:
+    """U ↦ Sᵀ J P⁻¹ Jᵀ S u: the Gauss–Newton operator of ``loss`` seen through a diagonal preconditioner P.
+
+    ``inverse_preconditioner`` is P⁻¹, one tensor per trainable parameter (in the products' order).
+    """
+    apply_s, apply_st = loss.sqrt_hessian(products.output, weights=weights)
+    return _sandwich(products, apply_s, apply_st, inverse_preconditioner)
 
 
 def ntk(products: Products, *, samples: int | None = None) -> MatVec:

@@ -1,7 +1,8 @@
 """Short gradient-descent runs from the model's initialization, with the curvature tracked.
 
-A run trains a private copy of the model (see :mod:`lrphase.curvature.isolation`) with
-``torch.optim.SGD``'s update on one fixed batch — full-batch gradient descent on that batch, as in
+A run trains a private copy of the model (see :mod:`lrphase.curvature.isolation`) with the
+user's optimizer (:class:`Stepper`: SGD's update written out, any other optimizer its own class)
+on one fixed batch — full-batch gradient descent on that batch, as in
 the paper — recording the loss L_t before every step and the top Gauss–Newton eigenvalue
 λ_t every ``track_every`` steps and at the end. Each λ_t is a Lanczos run warm-started
 from the previous top eigenvector, so tracking costs a few products per measurement.
@@ -22,10 +23,12 @@ from torch import nn
 
 from ..curvature.data import Inputs, make_batches, to_device
 from ..curvature.isolation import preserved_rng, working_copy
-from ..curvature.jacobian import JacobianProducts, seeded_forward
+from ..curvature.jacobian import JacobianProducts, Vector, seeded_forward
 from ..curvature.lanczos import LanczosResult, lanczos_top
 from ..curvature.losses import Loss
-from ..curvature.operators import gauss_newton
+from ..curvature.operators import gauss_newton, preconditioned_gauss_newton
+from ..curvature.preconditioner import inverse_preconditioner
+from ..errors import InputError
 from ..theory.optimizers import Optimizer
 from .verdict import EXPLODE_RATIO, RiseTracker
 
@@ -75,25 +78,26 @@ class Trainer:
 
     def __post_init__(self) -> None:
         self._inputs = Inputs.of(self.x)
-        self._vector: torch.Tensor | None = None
+        self._vectors: dict[bool, torch.Tensor] = {}  # the last top eigenvector, plain (False) and preconditioned (True)
         self._lambda_init: float | None = None
 
     def start_from(self, initial: LanczosResult) -> None:
         """Use an already computed top pair at initialization (same batch, same loss)."""
         self._lambda_init = initial.eigenvalue
-        self._vector = initial.eigenvector
+        self._vectors[False] = initial.eigenvector
 
-    def _warm_start(self, dim: int) -> torch.Tensor | None:
+    def _warm_start(self, dim: int, preconditioned: bool) -> torch.Tensor | None:
         """The previous top eigenvector plus a little noise (``WARM_START_NOISE`` of its norm).
 
         Warm starts make each λ_t cost a few products; the noise keeps every direction in the
         Krylov space, so a nearby eigenvalue that overtook the old top one is still found.
         """
-        if self._vector is None:
+        vector = self._vectors.get(preconditioned)
+        if vector is None:
             return None
         noise = torch.randn(dim, generator=torch.Generator().manual_seed(self.seed), dtype=torch.float64)
-        noise = noise.to(self._vector) * (WARM_START_NOISE / noise.norm())
-        return self._vector + noise
+        noise = noise.to(vector) * (WARM_START_NOISE / noise.norm())
+        return vector + noise
 
     def initial_curvature(self) -> float:
         """λ at the shared initialization, computed once for all runs."""
@@ -101,24 +105,51 @@ class Trainer:
             self._lambda_init = self.curvature(self.clone)
         return self._lambda_init
 
-    def curvature(self, model: nn.Module) -> float:
-        """Top Gauss–Newton eigenvalue at ``model``'s current parameters, warm-started."""
+    def curvature(self, model: nn.Module, inverse_preconditioner: Vector | None = None) -> float:
+        """Top Gauss–Newton eigenvalue at ``model``'s current parameters, warm-started.
+
+        With ``inverse_preconditioner`` P⁻¹ (for ``model``'s trainable parameters), the preconditioned λᴾ = λ_max(P⁻¹G).
+        """
         products = JacobianProducts(model, self.x, mode=self.jvp_mode, seed=self.seed)
         m, k = products.output.shape
         if not torch.isfinite(products.output).all():
             return math.inf
+        weights = self.loss.row_weights(self.target)
+        preconditioned = inverse_preconditioner is not None
+        operator = (
+            preconditioned_gauss_newton(products, self.loss, inverse_preconditioner, weights=weights)
+            if inverse_preconditioner is not None
+            else gauss_newton(products, self.loss, weights=weights)
+        )
         result = lanczos_top(
-            gauss_newton(products, self.loss, weights=self.loss.row_weights(self.target)),
+            operator,
             m * k,
             device=products.output.device,
             dtype=products.output.dtype,
             tol=self.tol,
             max_iter=self.max_iter,
             seed=self.seed,
-            v0=self._warm_start(m * k),
+            v0=self._warm_start(m * k, preconditioned),
         )
-        self._vector = result.eigenvector
+        self._vectors[preconditioned] = result.eigenvector
         return result.eigenvalue
+
+    def initial_preconditioned_curvature(self) -> float | None:
+        """λᴾ₀ = λ_max(P⁻¹G) at initialization, P from the optimizer's state after one step.
+
+        The step is taken at rate 0 on a fresh copy, with the gradient of this batch (the run's first), so
+        P is the one the first real step divides by. None for SGD, or an optimizer whose P is unknown.
+        """
+        if self.optimizer.applies:
+            return None
+        model = copy.deepcopy(self.clone)
+        stepper = Stepper(model, self.optimizer, 0.0)
+        value = self.loss.value(seeded_forward(model, self._inputs, seed=self.seed), self.target)
+        stepper.step(torch.autograd.grad(value, stepper.params, allow_unused=True))
+        inverse = stepper.inverse_preconditioner()
+        if inverse is None:
+            return None
+        return self.curvature(model, inverse)
 
     def run(
         self,
@@ -131,15 +162,28 @@ class Trainer:
     ) -> Run:
         """Train a fresh copy for up to ``steps`` steps at ``lr``; λ_t every ``track_every`` steps (0: ends only).
 
+        For an adaptive optimizer the tracked curvature is λᴾ_t/Fᴾ, with P its state at step t (λᴾ₀: after
+        one step at rate 0), so that η·λ = 2 marks its predicted edge as it marks gradient descent's.
+
         With ``stop_when_catapulted``, a run that starts unstable (η·λ₀ > 2) also ends once its
         verdict is settled as a catapult: the loss rose, came back below its start, and the
         curvature fell to η·λ_t < 2 (checked every ``CATAPULT_CHECK_EVERY`` steps from then on).
         """
         model = copy.deepcopy(self.clone)
-        params = [p for p in model.parameters() if p.requires_grad]
-        buffers: list[torch.Tensor | None] = [None] * len(params)
+        stepper = Stepper(model, self.optimizer, lr)
         losses: list[float] = []
-        curvature = [(0, self.initial_curvature())]
+        adaptive = self.optimizer.adaptive
+
+        def measured(model: nn.Module) -> float:
+            """λ_t, or λᴾ_t in units of Fᴾ for an adaptive optimizer (so that η·λ = 2 is its edge too)."""
+            inverse = stepper.inverse_preconditioner() if adaptive else None
+            if inverse is None:
+                return self.curvature(model)
+            return self.curvature(model, inverse) / (self.optimizer.preconditioned_factor or 1.0)
+
+        start = self.initial_preconditioned_curvature() if adaptive else None
+        scale = self.optimizer.preconditioned_factor or 1.0
+        curvature = [(0, start / scale if start is not None else self.initial_curvature())]
         stopped, tracker, next_check = None, None, 0
         for step in range(steps + 1):
             value = self.loss.value(seeded_forward(model, self._inputs, seed=self.seed), self.target)
@@ -150,17 +194,47 @@ class Trainer:
                 tracker.add(losses[-1])
                 if tracker.rose and losses[-1] < losses[0] and step >= next_check and step < steps:
                     next_check = step + CATAPULT_CHECK_EVERY
-                    curvature.append((step, self.curvature(model)))
+                    curvature.append((step, measured(model)))
                     stopped = "catapulted" if lr * curvature[-1][1] < 2 else None
             if step == steps or stopped:
                 break
-            grads = torch.autograd.grad(value, params, allow_unused=True)
-            sgd_step(params, grads, buffers, lr=lr, optimizer=self.optimizer)
+            stepper.step(torch.autograd.grad(value, stepper.params, allow_unused=True))
             if track_every and (step + 1) % track_every == 0 and step + 1 < steps:
-                curvature.append((step + 1, self.curvature(model)))
+                curvature.append((step + 1, measured(model)))
         if stopped != "diverged" and curvature[-1][0] != len(losses) - 1:
-            curvature.append((len(losses) - 1, self.curvature(model)))
+            curvature.append((len(losses) - 1, measured(model)))
         return Run(lr=lr, losses=tuple(losses), curvature=tuple(curvature), steps=steps, stopped=stopped)
+
+
+class Stepper:
+    """The user's optimizer stepping the trainable parameters of a private copy at one rate.
+
+    SGD with a single group runs :func:`sgd_step` (its exact update, written out); every other
+    optimizer — Adam, AdamW, any ``torch.optim.Optimizer`` subclass, or SGD with parameter groups — is
+    built from its own class with the user's options (:meth:`lrphase.theory.optimizers.Optimizer.build`).
+    """
+
+    def __init__(self, model: nn.Module, optimizer: Optimizer, lr: float) -> None:
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        self.spec, self.lr = optimizer, lr
+        self._buffers: list[torch.Tensor | None] = [None] * len(self.params)
+        self._torch = None if optimizer.applies and not optimizer.groups else optimizer.build(list(model.parameters()), lr)
+
+    def step(self, grads: tuple[torch.Tensor | None, ...]) -> None:
+        """One step with the gradients ``grads`` of ``params``."""
+        if self._torch is None:
+            sgd_step(self.params, grads, self._buffers, lr=self.lr, optimizer=self.spec)
+            return
+        for p, g in zip(self.params, grads, strict=True):
+            p.grad = g
+        try:
+            self._torch.step()
+        except (RuntimeError, TypeError, ValueError) as exc:
+            raise InputError(f"{self.spec.describe()} could not take a step on a copy of the model: {exc}") from exc
+
+    def inverse_preconditioner(self) -> Vector | None:
+        """P⁻¹ of an adaptive optimizer's current state (:mod:`lrphase.curvature.preconditioner`); None otherwise."""
+        return None if self._torch is None or self.spec.applies else inverse_preconditioner(self._torch, self.params)
 
 
 def sgd_step(

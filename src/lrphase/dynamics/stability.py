@@ -60,7 +60,7 @@ from ..curvature.jacobian import seeded_forward
 from ..curvature.lanczos import LanczosResult
 from ..curvature.losses import Loss
 from ..theory.optimizers import Optimizer
-from .runs import Trainer, make_trainer, sgd_step
+from .runs import Stepper, Trainer, make_trainer
 from .verdict import EXPLODE_RATIO
 
 DEFAULT_STEPS = 40
@@ -74,6 +74,10 @@ START_GRID = 16  # the start is a power of 2^(1/START_GRID)
 MAX_DOUBLINGS = 6
 BISECTIONS = 2
 TRACK_TOL = 1e-2
+ADAPTIVE_STEPS = 20
+SPIKE_STEPS = 10
+SPIKE_RATIO = 1.0
+ADAPTIVE_FALLBACK_START = 1e-3  # where no prediction places the search: Adam's usual rate
 
 
 @dataclass(frozen=True)
@@ -84,7 +88,7 @@ class EdgeRun:
     trains: bool
     reason: str
     losses: tuple[tuple[int, float], ...]  # (step, r_t = L_t/L_0) on the evaluation batch
-    curvature: tuple[tuple[int, float], ...]  # (step, λ_t) on the evaluation batch, where measured
+    curvature: tuple[tuple[int, float], ...]  # (step, λ_t), or λᴾ_t for an adaptive optimizer, on the evaluation batch
     steps_run: int
 
     @property
@@ -102,6 +106,7 @@ class EdgeMeasurement:
     batch_size: int
     start_lr: float
     lambda0: float
+    adaptive: bool = False  # an adaptive optimizer's runs: judged by their spikes, their curvature is λᴾ
 
     @property
     def eta_max(self) -> float | None:
@@ -144,6 +149,12 @@ def start_rate(lambda0: float, loss: Loss, optimizer: Optimizer, c_act: float) -
     return 2.0 ** (round(START_GRID * math.log2(exact)) / START_GRID)
 
 
+def adaptive_start_rate(eta_edge: float | None) -> float:
+    """An adaptive optimizer's first rate: its predicted edge, else ``ADAPTIVE_FALLBACK_START``, on the 2^(1/16) grid."""
+    exact = eta_edge if eta_edge is not None and math.isfinite(eta_edge) and eta_edge > 0 else ADAPTIVE_FALLBACK_START
+    return 2.0 ** (round(START_GRID * math.log2(exact)) / START_GRID)
+
+
 @dataclass
 class EdgeTrainer:
     """Short training runs from one prepared private copy of a model, on its data stream.
@@ -173,8 +184,7 @@ class EdgeTrainer:
         tracker, loss, optimizer, seed = self.tracker, self.tracker.loss, self.tracker.optimizer, self.tracker.seed
         eval_inputs = Inputs.of(tracker.x)
         model = copy.deepcopy(tracker.clone)
-        params = [p for p in model.parameters() if p.requires_grad]
-        buffers: list[torch.Tensor | None] = [None] * len(params)
+        stepper = Stepper(model, optimizer, lr)
         batches = self.batches()
         losses: list[tuple[int, float]] = [(0, 1.0)]
         curvature: list[tuple[int, float]] = []
@@ -186,7 +196,7 @@ class EdgeTrainer:
             value = loss.value(out, loss.prepare_targets(y, out))
             if not torch.isfinite(value):
                 return False
-            sgd_step(params, torch.autograd.grad(value, params, allow_unused=True), buffers, lr=lr, optimizer=optimizer)
+            stepper.step(torch.autograd.grad(value, stepper.params, allow_unused=True))
             return True
 
         def evaluate() -> float:
@@ -202,15 +212,18 @@ class EdgeTrainer:
 
         start = evaluate()
         lowest, climbed = 1.0, 0
+        adaptive = optimizer.adaptive
         for step in range(1, steps + 1):
             if not advance():
                 return judged(False, f"training loss became non-finite at step {step}", step)
-            if step % CHECK_EVERY and step != steps:
+            if step % CHECK_EVERY and step != steps and not (adaptive and step <= SPIKE_STEPS):
                 continue
             ratio = evaluate() / start
             losses.append((step, ratio))
             if not ratio < EXPLODE_RATIO:
                 return judged(False, f"loss blew up to {ratio:.3g}× its start by step {step}", step)
+            if adaptive and ratio > SPIKE_RATIO:
+                return judged(False, f"loss jumped to {ratio:.3g}× its start at step {step}", step)
             climbed = climbed + 1 if ratio >= 1.0 and lowest <= FALLEN_RATIO else 0
             if climbed == REBOUND_CHECKS:
                 return judged(
@@ -221,6 +234,13 @@ class EdgeTrainer:
         if final >= 1.0:
             return judged(False, f"no progress: loss at {final:.3g}× its start after {steps} steps", steps)
         trained = f"loss at {final:.2g}× its start after {steps} steps (lowest {lowest:.2g}×)"
+        if optimizer.adaptive:
+            inverse = stepper.inverse_preconditioner()
+            if inverse is not None:
+                curvature.append((steps, tracker.curvature(model, inverse)))
+            factor = optimizer.preconditioned_factor
+            sharp = f", η·λᴾ = {lr * curvature[-1][1]:.3g} (edge 2Fᴾ = {2 * factor:.3g})" if curvature and factor else ""
+            return judged(True, f"{trained}{sharp}", steps)
         limit = SHARPNESS_LIMIT * min(optimizer.stability_factor, 1.0)
         at_end = sharpness(steps)
         if at_end < limit:
@@ -270,6 +290,7 @@ def search_edge(
     lambda0: float,
     steps: int = DEFAULT_STEPS,
     on_run: Callable[[EdgeRun], None] | None = None,
+    adaptive: bool = False,
 ) -> EdgeMeasurement:
     """Bracket the largest rate that trains, from ``start`` on the lattice start·2^(j/4) (module doc)."""
     runs: dict[int, EdgeRun] = {}
@@ -293,4 +314,4 @@ def search_edge(
         if not trained or not failed or min(failed) - max(trained) < 2:
             break
         at((max(trained) + min(failed)) // 2)
-    return EdgeMeasurement(tuple(runs.values()), steps, trainer.samples, start, lambda0)
+    return EdgeMeasurement(tuple(runs.values()), steps, trainer.samples, start, lambda0, adaptive)

@@ -16,9 +16,12 @@ A failing rate gets a suggestion: the first that passes of the recommended rate 
 catapult window's geometric centre √(η_crit·η_max) and η_crit/(2(1+m)), deep in the lazy phase
 (none when none passes).
 
+An adaptive optimizer (Adam, AdamW, any ``torch.optim`` optimizer but SGD) is judged against its
+measured edge (:mod:`lrphase.advice`): stable below η_max, unstable above, with the same margin.
+
 Exit codes, stable and shared with the CLI: 0 the rate passes, 1 it fails, 3 λ₀ did not converge
-(the verdict is unreliable), 5 the prediction does not apply to the optimizer (adaptive ones such
-as Adam: nothing was checked). The CLI adds 2 (bad input or usage) and 4 (internal error).
+(the verdict is unreliable), 5 lrphase cannot run the optimizer (LBFGS, which needs a closure:
+nothing was checked). The CLI adds 2 (bad input or usage) and 4 (internal error).
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from torch import nn
 from ..advice import Advice
 from ..errors import ExitCode, InputError
 from ..settings import ACCEPTABLE_PHASES, validate
-from ..theory.optimizers import Optimizer
+from ..theory.optimizers import Optimizer, resolve_optimizer
 from ..vocabulary import PHASES, Phase
 from .probe import ProbeResult, probe
 
@@ -63,8 +66,8 @@ class CheckResult:
 
     @property
     def applies(self) -> bool:
-        """False for adaptive optimizers: nothing was checked."""
-        return self.optimizer.applies
+        """False for an optimizer lrphase cannot run: nothing was checked."""
+        return self.placement is not None
 
     @property
     def phases(self) -> Advice | None:
@@ -105,7 +108,7 @@ class CheckResult:
     def message(self) -> str:
         """The verdict in one line."""
         if self.placement is None:
-            return f"lr {self.lr:.4g} was not checked: {self.optimizer.reason}"
+            return f"lr {self.lr:.4g} was not checked: lrphase cannot run {self.optimizer.name}: {self.optimizer.cannot_step}"
         if not self.converged:
             return (
                 f"λ₀ did not converge, so the verdict is unreliable (raise --max-iter or loosen --tol): {self.placement.message}"
@@ -133,17 +136,24 @@ def place(phases: Advice, lr: float, *, accept: Sequence[str], margin: float = 0
     """Place ``lr`` in ``phases`` and judge it against the accepted phases and the margin (module doc)."""
     phase = phases.phase_of(lr)
     ok = passes(phases, lr, accept=accept, margin=margin)
-    where = (
-        f"lr {lr:.4g} is {phase} (η·λ₀ = {lr * phases.lambda0:.3g}; lazy below η_crit = {phases.eta_crit:.4g}, "
-        f"divergent from η_max = {phases.eta_max:.4g}, {phases.source})"
-    )
+    if phases.optimizer.adaptive:
+        where = (
+            f"lr {lr:.4g} is {phases.phase_names[phase]} for {phases.optimizer.describe()} "
+            f"(unstable from η_max = {phases.eta_max:.4g}, {phases.source})"
+        )
+    else:
+        where = (
+            f"lr {lr:.4g} is {phase} (η·λ₀ = {lr * phases.lambda0:.3g}; lazy below η_crit = {phases.eta_crit:.4g}, "
+            f"divergent from η_max = {phases.eta_max:.4g}, {phases.source})"
+        )
     accepted = ", ".join(accept)
     if ok:
         return Placement(phase, True, None, f"{where}: passes (accepted: {accepted})")
     suggestion = _suggest(phases, accept=accept, margin=margin)
     advice = f"; try lr = {suggestion:.4g}" if suggestion is not None else "; no rate passes these settings"
     if phase not in accept:
-        return Placement(phase, False, suggestion, f"{where}: {phase} is not accepted (accepted: {accepted}){advice}")
+        name = phases.phase_names[phase]
+        return Placement(phase, False, suggestion, f"{where}: {name} is not accepted (accepted: {accepted}){advice}")
     bound, name = _nearest_rejected_boundary(phases, lr, accept)
     side = f"≤ {bound / (1.0 + margin):.4g}" if lr < bound else f"≥ {bound * (1.0 + margin):.4g}"
     return Placement(
@@ -177,7 +187,7 @@ def check(
     data: Any,
     *,
     lr: float | None = None,
-    optimizer: str | Optimizer | Any = "sgd",
+    optimizer: str | Optimizer | type | Any = "sgd",
     momentum: float | None = None,
     nesterov: bool | None = None,
     weight_decay: float | None = None,
@@ -192,10 +202,11 @@ def check(
 ) -> CheckResult:
     """Estimate λ₀ of ``model`` on ``data`` and judge the learning rate ``lr`` for ``optimizer``.
 
-    ``optimizer`` is a name (``"sgd"``, ``"adam"``, …) with ``momentum``, ``nesterov``,
-    ``weight_decay`` and ``dampening`` as in ``torch.optim.SGD``; an :class:`Optimizer`; or a
-    ``torch.optim`` optimizer instance, whose first parameter group also supplies ``lr`` when it
-    is not given. For an optimizer the prediction does not apply to, λ₀ is not estimated and the
+    ``optimizer`` is a name (``"sgd"``, ``"adamw"``, …) with ``momentum``, ``nesterov``,
+    ``weight_decay`` and ``dampening`` as in ``torch.optim.SGD`` (``betas``, ``eps`` and
+    ``weight_decay`` for Adam and the like, in ``options``); an :class:`Optimizer`; a ``torch.optim.Optimizer``
+    subclass; or an optimizer object built on ``model``, whose first parameter group also supplies ``lr`` when it
+    is not given. For an optimizer lrphase cannot run (LBFGS), λ₀ is not estimated and the
     result says why. ``margin`` defaults to 0 against a predicted edge and ``MEASURED_MARGIN``
     against a measured one (module doc). ``options`` go to :func:`lrphase.probe` (``measure``, ``measure_steps``) and
     :func:`lrphase.estimate_lambda0`; ``jvp_mode`` defaults
@@ -203,7 +214,10 @@ def check(
     False: the verdict needs λ₀ alone, and for cross-entropy the NTK λ₀ would be a second Lanczos
     run per batch.
     """
-    spec, group_lr = _optimizer(optimizer, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay, dampening=dampening)
+    hyper = {key: options.pop(key) for key in ("betas", "eps") if key in options}
+    spec, group_lr = _optimizer(
+        optimizer, model, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay, dampening=dampening, **hyper
+    )
     lr = lr if lr is not None else group_lr
     if lr is None:
         raise InputError("no learning rate to check: pass --lr (lr= in Python), or set lr in [tool.lrphase] or the model file")
@@ -212,7 +226,7 @@ def check(
     accepted: tuple[str, ...] = validate("accept", accept, where)
     if margin is not None:
         margin = validate("margin", margin, where)
-    if not spec.applies:
+    if spec.cannot_step is not None:
         return CheckResult(lr, spec, accepted, margin or 0.0, None, None)
     options.setdefault("ntk", False)
     probed = probe(model, data, loss=loss, c_act=c_act, optimizer=spec, jvp_mode=jvp_mode, progress=progress, **options)
@@ -221,32 +235,11 @@ def check(
     return CheckResult(lr, spec, accepted, margin, probed, place(probed.advice, lr, accept=accepted, margin=margin))
 
 
-def _optimizer(
-    optimizer: str | Optimizer | Any,
-    *,
-    momentum: float | None,
-    nesterov: bool | None,
-    weight_decay: float | None,
-    dampening: float | None,
-) -> tuple[Optimizer, float | None]:
-    """The optimizer spec, and the learning rate of a torch optimizer's first parameter group."""
+def _optimizer(optimizer: str | Optimizer | Any, model: nn.Module, **hyper: Any) -> tuple[Optimizer, float | None]:
+    """The optimizer spec with ``hyper`` on top, and the learning rate of an optimizer object's first group."""
     if isinstance(optimizer, str):
-        spec = Optimizer(
-            name=optimizer.lower(),
-            momentum=momentum or 0.0,
-            nesterov=bool(nesterov),
-            weight_decay=weight_decay or 0.0,
-            dampening=dampening or 0.0,
-        )
-        return spec, None
-    if any(value is not None for value in (momentum, nesterov, weight_decay, dampening)):
+        return Optimizer.named(optimizer, **hyper), None
+    if not isinstance(optimizer, (Optimizer, type)) and any(value is not None for value in hyper.values()):
         raise InputError("momentum, nesterov, weight_decay and dampening go with an optimizer name, not an optimizer object")
-    if isinstance(optimizer, Optimizer):
-        return optimizer, None
     groups = getattr(optimizer, "param_groups", None)
-    if not groups:
-        raise InputError(
-            f"optimizer must be a name such as 'sgd', an lrphase.Optimizer or a torch.optim optimizer, "
-            f"got {type(optimizer).__name__}"
-        )
-    return Optimizer.from_torch(optimizer), float(groups[0]["lr"])
+    return resolve_optimizer(optimizer, model).with_hyperparameters(**hyper), float(groups[0]["lr"]) if groups else None

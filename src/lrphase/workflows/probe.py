@@ -14,15 +14,25 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..advice import Advice, could_be_exact, measured_advice, predicted_advice, prediction_exact
+from ..advice import Advice, could_be_exact, measured_advice, predicted_adaptive_advice, predicted_advice, prediction_exact
 from ..curvature.data import is_full_batch
 from ..curvature.distributed import world
 from ..curvature.estimate import Lambda0Estimate, estimate_lambda0
 from ..curvature.losses import resolve_loss
-from ..dynamics.stability import DEFAULT_STEPS, EdgeMeasurement, EdgeRun, make_edge_trainer, search_edge, start_rate
+from ..dynamics.stability import (
+    ADAPTIVE_STEPS,
+    DEFAULT_STEPS,
+    EdgeMeasurement,
+    EdgeRun,
+    adaptive_start_rate,
+    make_edge_trainer,
+    search_edge,
+    start_rate,
+)
 from ..errors import InputError
 from ..theory.activations import Activation, classify
-from ..theory.optimizers import Optimizer
+from ..theory.adaptive import AdaptivePrediction, predict_adaptive
+from ..theory.optimizers import resolve_optimizer
 from ..theory.phases import PhasePrediction, predict_phases
 
 
@@ -55,6 +65,11 @@ class ProbeResult:
         """The divergence edge: measured where the prediction is not exact, else c_act/(g(λ₀ + wd))."""
         return self.advice.eta_max
 
+    @property
+    def adaptive(self) -> AdaptivePrediction | None:
+        """λᴾ₀ and the edge it predicts, for an adaptive optimizer whose preconditioner lrphase knows."""
+        return self.advice.adaptive
+
 
 def probe(
     model: nn.Module,
@@ -62,29 +77,35 @@ def probe(
     *,
     loss: Any = None,
     c_act: float | None = None,
-    optimizer: Optimizer | None = None,
+    optimizer: Any = None,
     measure: bool | None = None,
-    measure_steps: int = DEFAULT_STEPS,
+    measure_steps: int | None = None,
     on_run: Callable[[EdgeRun], None] | None = None,
     **options: Any,
 ) -> ProbeResult:
     """Estimate λ₀ (see :func:`lrphase.estimate_lambda0` for ``options``), predict the phases, and advise.
 
     ``c_act`` overrides the constant in η_max = c_act/λ₀ that is otherwise chosen from the
-    nonlinearities the forward pass calls; ``optimizer`` (default: plain gradient descent)
-    moves the boundaries, see :mod:`lrphase.theory.optimizers`. ``measure``: None (default) measures
-    the edge where the prediction is not exact, True always, False never (the advice is then the
-    prediction, flagged as unverified where it is not exact); ``measure_steps`` is the length of
-    each run of the search and ``on_run`` is called after each. When the edge will be measured,
+    nonlinearities the forward pass calls. ``optimizer`` (default: plain gradient descent) is an
+    :class:`~lrphase.theory.optimizers.Optimizer`, a name, a ``torch.optim.Optimizer`` subclass or an
+    optimizer object built on ``model``'s parameters: for SGD it moves the predicted boundaries, see
+    :mod:`lrphase.theory.optimizers`; any other optimizer is run as itself, with λᴾ₀ predicting its
+    edge (:mod:`lrphase.theory.adaptive`). ``measure``: None (default) measures
+    the edge where the prediction is not exact (always for an adaptive optimizer), True always,
+    False never (the advice is then the prediction, flagged as unverified where it is not exact);
+    ``measure_steps`` is the length of each run of the search (default 40, 20 for an adaptive
+    optimizer) and ``on_run`` is called after each. When the edge will be measured,
     λ₀ only places the search, so by default it is estimated on one batch (``batches``, else 3)
     and, for cross-entropy, without the NTK λ₀ (``ntk``), a second Lanczos run per batch.
     """
-    opt = optimizer or Optimizer()
-    if measure_steps < 1:
-        raise InputError(f"--measure-steps must be at least 1, got {measure_steps}")
+    opt = resolve_optimizer(optimizer, model)
+    steps = measure_steps if measure_steps is not None else (ADAPTIVE_STEPS if opt.adaptive else DEFAULT_STEPS)
+    if steps < 1:
+        raise InputError(f"--measure-steps must be at least 1, got {steps}")
     loss_spec = resolve_loss(loss)
     full_batch = is_full_batch(data, options.get("batch_size"))
-    measuring = opt.applies and (measure or (measure is None and not could_be_exact(loss_spec, opt, full_batch=full_batch)))
+    runnable = opt.cannot_step is None
+    measuring = runnable and (measure or (measure is None and not could_be_exact(loss_spec, opt, full_batch=full_batch)))
     if options.get("batches") is None:
         options["batches"] = 1 if measuring else 3
     if measuring and loss_spec.is_cross_entropy:
@@ -93,7 +114,7 @@ def probe(
     activation = classify(estimate.nonlinearities)
     phases = predict_phases(estimate.lambda0, activation, cross_entropy=loss_spec.is_cross_entropy, c_act=c_act, optimizer=opt)
     exact = prediction_exact(loss_spec, opt, activation, full_batch=full_batch)
-    if not opt.applies or measure is False or (measure is None and exact):
+    if not runnable or (opt.applies and (measure is False or (measure is None and exact))):
         advice = predicted_advice(phases, exact=exact)
         return ProbeResult(estimate, activation, phases, advice)
     trainer = make_edge_trainer(
@@ -108,6 +129,16 @@ def probe(
         jvp_mode=estimate.jvp_mode,
         initial=estimate.per_batch[0].gn if world()[1] == 1 else None,
     )
+    if opt.adaptive:
+        initial = trainer.tracker.initial_preconditioned_curvature()
+        adaptive = predict_adaptive(initial, opt) if initial is not None else None
+        if measure is False:
+            return ProbeResult(estimate, activation, phases, predicted_adaptive_advice(phases, adaptive))
+        start = adaptive_start_rate(adaptive.eta_edge if adaptive else None)
+        measurement = search_edge(
+            trainer, start=start, lambda0=estimate.lambda0, steps=steps, on_run=on_run, adaptive=True
+        )  # fmt: skip
+        return ProbeResult(estimate, activation, phases, measured_advice(phases, measurement, exact=False, adaptive=adaptive))
     start = start_rate(estimate.lambda0, loss_spec, opt, phases.c_act)
-    measurement = search_edge(trainer, start=start, lambda0=estimate.lambda0, steps=measure_steps, on_run=on_run)
+    measurement = search_edge(trainer, start=start, lambda0=estimate.lambda0, steps=steps, on_run=on_run)
     return ProbeResult(estimate, activation, phases, measured_advice(phases, measurement, exact=exact))

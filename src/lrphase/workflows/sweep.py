@@ -35,7 +35,7 @@ from ..curvature.distributed import gather_objects, world
 from ..dynamics.runs import Run, make_trainer
 from ..dynamics.verdict import Verdict, classify_run
 from ..errors import InputError
-from ..theory.optimizers import Optimizer
+from ..theory.optimizers import Optimizer, resolve_optimizer
 from .probe import ProbeResult, probe
 
 CONVERGED_RATIO = 1e-2
@@ -121,7 +121,7 @@ def run_sweep(
     seed: int = 0,
     tol: float = 1e-3,
     max_iter: int = 100,
-    optimizer: Optimizer | None = None,
+    optimizer: Optimizer | Any = None,
     out_dir: str | Path | None = None,
     on_run: Callable[[SweepRun, int, int], None] | None = None,
 ) -> SweepResult:
@@ -133,6 +133,7 @@ def run_sweep(
     the ranks. With ``out_dir`` each finished run is written to
     ``out_dir/run-<lr>.json`` at once, and runs already there with the same settings are reused.
     """
+    optimizer = resolve_optimizer(optimizer, model)
     if steps < 1 or refine < 0:
         raise InputError(f"--steps must be at least 1 and --refine at least 0, got {steps} and {refine}")
     if lrs is not None and (not lrs or any(not lr > 0 for lr in lrs)):
@@ -170,9 +171,12 @@ def run_sweep(
         initial=est.per_batch[0].gn,
     )
     store = _RunStore(
-        out_dir, dict(steps=steps, seed=seed, batch_size=est.batch_size, loss=est.loss.name, optimizer=asdict(trainer.optimizer))
+        out_dir,
+        dict(steps=steps, seed=seed, batch_size=est.batch_size, loss=est.loss.name, optimizer=trainer.optimizer.to_dict()),
     )
-    grid = sorted(lrs) if lrs is not None else default_grid(ph.eta_crit, ph.eta_max, points)
+    edge = probed.advice.adaptive.eta_edge if probed.advice.adaptive is not None else None
+    crit, top = (edge, 4.0 * edge) if edge is not None else (ph.eta_crit, ph.eta_max)
+    grid = sorted(lrs) if lrs is not None else default_grid(crit, top, points)
     rank, size = world()
     total = len(grid[rank::size]) + refine * (2 if size == 1 else 1)  # the runs this rank trains, before extensions
     done: dict[float, SweepRun] = {}

@@ -81,7 +81,9 @@ def probe_to_dict(result: ProbeResult, *, source: str | None = None) -> dict[str
         "caveats": list(advice.caveats),
         "measurement": measurement_to_dict(advice.measurement) if advice.measurement else None,
         "optimizer": ph.optimizer.to_dict(),
-        "applies": ph.applies,
+        "applies": advice.applies,
+        "adaptive": advice.adaptive.to_dict() if advice.adaptive else None,
+        "phase_names": dict(advice.phase_names),
         "converged": est.converged,
         "iterations": est.iterations,
         "max_relative_error": est.max_relative_residual,  # kept from lrphase.probe/1: the residual bound
@@ -129,6 +131,15 @@ def render_probe(result: ProbeResult, console: Console, *, source: str | None = 
     if math.isfinite(est.ntk_lambda0):  # NaN where it was skipped (ntk=False)
         ntk_spread = f" ± {est.ntk_lambda0_std:.3g}" if len(est.per_batch) > 1 else ""
         table.add_row("NTK λ₀", f"{est.ntk_lambda0:.5g}{ntk_spread}", "paper's Θ = J Jᵀ/(km)")
+    if ph.optimizer.adaptive and advice.applies:
+        _adaptive_rows(table, result)
+        console.print(table)
+        console.print(f"[dim]loss: {est.loss.formula}; recommendation: {advice.rule}[/]")
+        if measurement is not None:
+            render_measurement(measurement, console)
+        _adaptive_phases(result, console)
+        _diagnostics(result, console)
+        return
     opt = ph.optimizer if ph.applies else Optimizer()
     sharp = advice.lambda_sharp
     if measurement is not None and sharp is not None:
@@ -180,7 +191,58 @@ def render_probe(result: ProbeResult, console: Console, *, source: str | None = 
         phases.add_row("catapult", "none", "no window: the curvature sharpens up to the divergence edge")
     phases.add_row("divergent", f"η > {advice.eta_max:.4g}", "loss diverges" + (" (measured)" if measurement else ""))
     console.print(phases)
+    _diagnostics(result, console)
 
+
+def _adaptive_rows(table: Table, result: ProbeResult) -> None:
+    """λᴾ₀, the predicted and the measured edge, and the recommendation of an adaptive optimizer."""
+    advice, opt = result.advice, result.phases.optimizer
+    prediction = advice.adaptive
+    if prediction is not None:
+        table.add_row("λᴾ₀", f"{prediction.lambda_p0:.5g}", "top eigenvalue of P⁻¹ Jᵀ H J, P = √v̂ + ε after the first step")
+        table.add_row(
+            "edge (predicted)",
+            f"{prediction.eta_edge:.4g}",
+            f"{prediction.formula}: linear stability with P frozen (theory; P adapts)",
+        )
+    if advice.measurement is not None:
+        fails = advice.measurement.first_failure
+        bracket = f", {fails:.4g} failed" if fails is not None else ", none failed"
+        table.add_row(
+            "η_max (measured)", f"{advice.eta_max:.4g}", f"largest rate whose loss never rose above its start{bracket}"
+        )
+    table.add_row(
+        "[bold green]recommended η[/]",
+        f"[bold green]{advice.eta_recommended:.4g}[/]",
+        f"for {opt.describe()}; confidence: {advice.confidence}",
+    )
+
+
+def _adaptive_phases(result: ProbeResult, console: Console) -> None:
+    """An adaptive optimizer's phases, in its own terms."""
+    advice = result.advice
+    phases = Table(show_header=True, header_style="bold", title=f"phases ({advice.optimizer.describe()})", title_justify="left")
+    phases.add_column("phase")
+    phases.add_column("learning rate")
+    phases.add_column("what happens")
+    where = "measured" if advice.measurement is not None else "predicted"
+    phases.add_row("stable", f"η < {advice.eta_max:.4g}", "the loss falls from the first step; λᴾ settles below its edge")
+    phases.add_row(
+        "unstable",
+        f"η > {advice.eta_max:.4g}",
+        f"the loss jumps above its start in the first steps ({where}); training degrades or fails",
+    )
+    console.print(phases)
+    if advice.eta_recommended < advice.eta_max:
+        console.print(
+            "[dim]the recommended rate is stable: a quarter of the edge trained best on the benchmark's Adam models "
+            "(benchmarks/RESULTS.md)[/]"
+        )
+
+
+def _diagnostics(result: ProbeResult, console: Console) -> None:
+    """Convergence of λ₀, the device and modes, notes and caveats."""
+    est, advice = result.estimate, result.advice
     status = (
         f"[green]converged[/]: {est.iterations} Lanczos products, relative residual "
         f"{est.max_relative_residual:.1e} ≤ tol {est.tol:g}"
@@ -208,8 +270,9 @@ def render_measurement(measurement: EdgeMeasurement, console: Console) -> None:
         title_justify="left",
         header_style="bold",
     )
-    for column in ("η", "η·λ₀", "verdict", "λ_end", "why"):
-        table.add_column(column, justify="right" if column in ("η", "η·λ₀", "λ_end") else "left")
+    curvature = "λᴾ_end" if measurement.adaptive else "λ_end"
+    for column in ("η", "η·λ₀", "verdict", curvature, "why"):
+        table.add_column(column, justify="left" if column in ("verdict", "why") else "right")
     for r in sorted(measurement.runs, key=lambda run: run.lr):
         table.add_row(
             f"{r.lr:.4g}",
