@@ -131,14 +131,23 @@ def test_table_output_and_json_keys(warmup, check, as_json):
     assert out["accept"] == ["lazy", "catapult"] and out["applies"] is True and out["converged"] is True
 
 
-def test_adaptive_optimizer_exits_5_and_says_so(warmup, check, as_json):
+def test_an_optimizer_lrphase_cannot_run_exits_5_and_says_so(warmup, check, as_json):
     path, lambda0 = warmup
-    out = as_json(path, 1.0 / lambda0, "--optimizer", "adam")
+    out = as_json(path, 1.0 / lambda0, "--optimizer", "lbfgs")
     assert out["exit_code"] == 5 and out["applies"] is False
     assert out["phase"] is None and out["accepted"] is None and out["eta_crit"] is None and out["lambda0"] is None
-    assert "do not apply" in out["reason"]
-    table = check(path, 1.0 / lambda0, "--optimizer", "adamw")
+    assert "closure" in out["reason"]
+    table = check(path, 1.0 / lambda0, "--optimizer", "lbfgs")
     assert table.exit_code == 5 and "NOT CHECKED" in table.stdout
+
+
+def test_adam_is_checked_against_its_measured_edge(warmup, check, as_json):
+    path, _ = warmup
+    out = as_json(path, 1e-4, "--optimizer", "adam")
+    assert out["exit_code"] == 0 and out["applies"] is True and out["eta_max_source"] == "measured"
+    assert out["phase"] == "lazy" and out["probe"]["phase_names"]["lazy"] == "stable"
+    table = check(path, 100.0, "--optimizer", "adamw")
+    assert table.exit_code == 1 and "unstable" in table.stdout and "suggested lr" in table.stdout
 
 
 def test_unconverged_estimate_exits_3(warmup, check):
@@ -234,7 +243,9 @@ def test_python_api_as_a_user_would():
     assert caught.suggested_lr == pytest.approx(1.0 / lambda0, rel=1e-6)
 
     adam = lrphase.check(model, (x, y), lr=1e-3, optimizer=torch.optim.Adam(model.parameters()))
-    assert not adam.applies and adam.probe is None and adam.exit_code == 5
+    assert adam.applies and adam.probe is not None and adam.exit_code in (0, 1)
+    lbfgs = lrphase.check(model, (x, y), lr=1e-3, optimizer=torch.optim.LBFGS)
+    assert not lbfgs.applies and lbfgs.probe is None and lbfgs.exit_code == 5
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
 
 

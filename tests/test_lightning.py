@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import lrphase
 from lrphase.cli.lightning import lightning_entries
 from lrphase.cli.model_file import load_spec
 from lrphase.errors import InputError
@@ -147,12 +148,12 @@ def test_the_loss_of_training_step_is_recognised(model_file, loss, name):
 @pytest.mark.parametrize("tail", ["model = Net()\ndata = tensors\n", "model = Net\ndatamodule = Digits\n"])
 def test_factories_of_the_module_and_its_data(model_file, tail):
     spec = load_spec(model_file(lightning_file(tail=tail)))
-    assert spec.loss == "cross_entropy" and isinstance(spec.defaults["optimizer"], torch.optim.SGD)
+    assert spec.loss == "cross_entropy" and spec.defaults["optimizer"] == lrphase.Optimizer(momentum=0.9)
 
 
 def test_the_files_own_keys_win(model_file):
     spec = load_spec(model_file(lightning_file(loss="out.abs().mean()", tail='model = Net()\ndata = Digits()\nloss = "mse"\n')))
-    assert spec.loss == "mse" and isinstance(spec.defaults["optimizer"], torch.optim.SGD)
+    assert spec.loss == "mse" and spec.defaults["optimizer"] == lrphase.Optimizer(momentum=0.9)
 
 
 @pytest.mark.parametrize(

@@ -151,21 +151,25 @@ def test_momentum_moves_the_boundaries_and_lowers_confidence():
     assert empty.eta_max == empty.eta_crit and empty.phase_of(empty.eta_crit * 1.01) == "divergent"
 
 
-def test_adaptive_optimizers_do_not_apply():
-    adam = Optimizer(name="adam")
-    assert not adam.applies and "do not apply" in adam.reason
+def test_adaptive_optimizers_get_no_lambda0_prediction():
+    adam = Optimizer.named("adam")
+    assert not adam.applies and adam.adaptive and "preconditioned" in adam.reason
     ph = predict_phases(2.0, classify(()), optimizer=adam)
     assert not ph.applies and ph.confidence == "low" and "adam" in ph.caveats[0]
     assert ph.eta_crit == 1.0  # plain gradient descent's numbers, flagged as not applying
-    assert adam.to_dict()["stability_factor"] is None
+    assert adam.to_dict()["stability_factor"] is None and adam.to_dict()["preconditioned_factor"] == pytest.approx(19.0)
 
 
 def test_from_torch_reads_the_param_group():
     params = [torch.nn.Parameter(torch.zeros(2))]
     sgd = Optimizer.from_torch(torch.optim.SGD(params, lr=0.1, momentum=0.9, nesterov=True, weight_decay=1e-4))
     assert sgd == Optimizer(momentum=0.9, nesterov=True, weight_decay=1e-4)
-    assert Optimizer.from_torch(torch.optim.AdamW(params)).name == "adamw"
-    assert Optimizer.from_torch(torch.optim.ASGD(params)).name == "other"
+    adamw = Optimizer.from_torch(torch.optim.AdamW(params, betas=(0.8, 0.9), amsgrad=True))
+    assert adamw.name == "adamw" and adamw.torch_class is torch.optim.AdamW
+    assert adamw.option("betas") == (0.8, 0.9) and adamw.option("amsgrad") is True and adamw.option("eps") == 1e-8
+    asgd = Optimizer.from_torch(torch.optim.ASGD(params))
+    assert asgd.name == "asgd" and asgd.cannot_step is None and asgd.preconditioned_factor is None
+    assert "closure" in Optimizer.named("lbfgs").cannot_step and "lion" in Optimizer.named("lion").cannot_step
 
 
 @pytest.mark.parametrize(

@@ -192,13 +192,13 @@ class Settings:
         given = defaults.get("optimizer")
         if isinstance(given, (type, torch.optim.Optimizer, Optimizer)):
             spec = _optimizer_object(given, parameters)
-            del defaults["optimizer"]
+            defaults["optimizer"] = spec.name if spec.name in OPTIMIZERS else None
             if isinstance(given, torch.optim.Optimizer):
                 defaults["lr"] = float(given.param_groups[0]["lr"])
-            if spec.applies:  # SGD's hyperparameters are settings of their own
-                defaults.update(momentum=spec.momentum, nesterov=spec.nesterov, weight_decay=spec.weight_decay)
-            if self.optimizer is None:
+            if self.optimizer in (None, spec.name):  # else the command line or config named another optimizer
                 filled["optimizer_object"] = spec
+                if spec.applies:  # SGD's hyperparameters are settings of their own
+                    defaults.update(momentum=spec.momentum, nesterov=spec.nesterov, weight_decay=spec.weight_decay)
         for key in MODEL_FILE_KEYS:
             if getattr(self, key) is None and defaults.get(key) is not None:
                 filled[key] = validate(key, defaults[key], where)
@@ -214,7 +214,7 @@ class Settings:
             momentum=self.momentum, nesterov=self.nesterov, weight_decay=self.weight_decay, betas=self.betas, eps=self.eps
         )
         base = self.optimizer_object
-        if base is None:
+        if base is None or self.optimizer not in (None, base.name):
             return Optimizer.named(self.optimizer or "sgd", **hyper)
         return base.with_hyperparameters(**hyper)
 

@@ -33,6 +33,7 @@ from ..curvature.isolation import preserved_rng
 from ..curvature.jacobian import output_rows, select_output
 from ..curvature.losses import resolve_loss
 from ..errors import InputError
+from ..theory.optimizers import Optimizer
 
 # the losses training_step may compute, in the order a match is taken
 CANDIDATE_LOSSES = ("cross_entropy", "cross_entropy_sum", "mse_loss_mean", "mse_loss_sum", "mse")
@@ -64,8 +65,9 @@ def lightning_entries(model: nn.Module, entries: Mapping[str, Any], *, source: s
         entries["data"] = _module_loader(clone, name)
     if wants_optimizer:
         optimizer = _first_optimizer(_call(clone.configure_optimizers, f"{name}.configure_optimizers()"))
-        if optimizer is not None:
-            entries["optimizer"] = optimizer
+        if optimizer is not None:  # built on the copy: its groups are placed in the copy's parameters
+            entries["optimizer"] = Optimizer.from_torch(optimizer, list(clone.parameters()))
+            entries.setdefault("lr", float(optimizer.param_groups[0]["lr"]))
     if wants_loss and "data" in entries:
         entries["loss"] = _training_step_loss(clone, entries["data"], name, source)
     return entries

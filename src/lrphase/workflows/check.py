@@ -239,7 +239,7 @@ def _optimizer(optimizer: str | Optimizer | Any, model: nn.Module, **hyper: Any)
     """The optimizer spec with ``hyper`` on top, and the learning rate of an optimizer object's first group."""
     if isinstance(optimizer, str):
         return Optimizer.named(optimizer, **hyper), None
-    if not isinstance(optimizer, (Optimizer, type)) and any(value is not None for value in hyper.values()):
+    if any(value is not None for value in hyper.values()):
         raise InputError("momentum, nesterov, weight_decay and dampening go with an optimizer name, not an optimizer object")
     groups = getattr(optimizer, "param_groups", None)
     return resolve_optimizer(optimizer, model).with_hyperparameters(**hyper), float(groups[0]["lr"]) if groups else None

@@ -36,7 +36,8 @@ def check_to_dict(result: CheckResult, *, source: str | None = None) -> dict[str
         "eta_lambda0": result.eta_lambda0,
         "optimizer": result.optimizer.to_dict(),
         "applies": result.applies,
-        "reason": result.optimizer.reason,
+        "reason": result.optimizer.cannot_step,
+        "adaptive": ph.adaptive.to_dict() if ph and ph.adaptive else None,
         "suggested_lr": result.suggested_lr,
         "converged": result.converged,
         "confidence": ph.confidence if ph else None,
@@ -62,22 +63,29 @@ def render_check(result: CheckResult, console: Console, *, source: str | None = 
     table.add_row("η", f"{result.lr:.4g}", f"the rate checked, for {result.optimizer.describe()}")
     table.add_row("λ₀", f"{est.lambda0:.5g}", f"top eigenvalue of the Gauss–Newton matrix of {est.loss.formula}")
     table.add_row("η·λ₀", f"{result.eta_lambda0:.4g}", "the rate in units of 1/λ₀")
-    crit = "η_crit = 2F/λ" if ph.lambda_sharp is not None else f"η_crit = {ph.optimizer.crit_formula()}"
-    table.add_row(crit, f"{ph.eta_crit:.4g}", "lazy below, catapult above")
-    if ph.measurement is not None:
-        table.add_row(
-            "η_max (measured)",
-            f"{ph.eta_max:.4g}",
-            f"largest rate that trained; divergent above (predicted {ph.eta_max_predicted:.4g})",
-        )
+    if ph.optimizer.adaptive:
+        if ph.adaptive is not None:
+            formula = f"{ph.adaptive.formula}, λᴾ₀ = {ph.adaptive.lambda_p0:.4g}"
+            table.add_row("edge (predicted)", f"{ph.adaptive.eta_edge:.4g}", formula)
+        table.add_row("η_max (measured)", f"{ph.eta_max:.4g}", "largest rate whose loss never rose above its start")
     else:
-        table.add_row(
-            f"η_max = {ph.optimizer.max_formula()}",
-            f"{ph.eta_max:.4g}",
-            f"predicted, c_act = {ph.prediction.c_act:g}; divergent above",
-        )
+        crit = "η_crit = 2F/λ" if ph.lambda_sharp is not None else f"η_crit = {ph.optimizer.crit_formula()}"
+        table.add_row(crit, f"{ph.eta_crit:.4g}", "lazy below, catapult above")
+        if ph.measurement is not None:
+            table.add_row(
+                "η_max (measured)",
+                f"{ph.eta_max:.4g}",
+                f"largest rate that trained; divergent above (predicted {ph.eta_max_predicted:.4g})",
+            )
+        else:
+            table.add_row(
+                f"η_max = {ph.optimizer.max_formula()}",
+                f"{ph.eta_max:.4g}",
+                f"predicted, c_act = {ph.prediction.c_act:g}; divergent above",
+            )
     table.add_row("recommended η", f"{ph.eta_recommended:.4g}", f"confidence: {ph.confidence}")
-    table.add_row("phase", f"[bold]{result.phase}[/]", f"accepted: {', '.join(result.accept)}; margin {result.margin:g}")
+    phase = ph.phase_names[result.placement.phase] if result.placement else result.phase
+    table.add_row("phase", f"[bold]{phase}[/]", f"accepted: {', '.join(result.accept)}; margin {result.margin:g}")
     console.print(table)
     if ph.measurement is not None:
         render_measurement(ph.measurement, console)

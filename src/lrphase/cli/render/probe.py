@@ -208,9 +208,7 @@ def _adaptive_rows(table: Table, result: ProbeResult) -> None:
     if advice.measurement is not None:
         fails = advice.measurement.first_failure
         bracket = f", {fails:.4g} failed" if fails is not None else ", none failed"
-        table.add_row(
-            "η_max (measured)", f"{advice.eta_max:.4g}", f"largest rate whose loss never rose above its start{bracket}"
-        )
+        table.add_row("η_max (measured)", f"{advice.eta_max:.4g}", f"largest rate whose loss never rose above its start{bracket}")
     table.add_row(
         "[bold green]recommended η[/]",
         f"[bold green]{advice.eta_recommended:.4g}[/]",
