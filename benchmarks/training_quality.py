@@ -1,12 +1,13 @@
 """Training quality: whether training at the rate a method suggests trains well.
 
-For each model of a small zoo (eleven models on scikit-learn's bundled data sets or seeded
+For each model of a small zoo (eighteen models on scikit-learn's bundled data sets or seeded
 synthetic tasks; ``--list`` names them) and each seed, it compares
 
 * **grid** (ground truth): training at every rate 2^(k/2) of the model's lattice range
   (factor √2 between neighbours, from clearly too small to failing);
 * **lrphase**: ``lrphase.probe(model, (X_train, Y_train), loss=..., optimizer=lrphase.Optimizer(...),
-  batch_size=64, seed=seed)``, trained at ``eta_recommended``; its ``eta_max`` is compared with
+  batch_size=64, seed=seed)`` (SGD's hyperparameters, or ``lrphase.Optimizer.from_class`` with the
+  task's optimizer class and options), trained at ``eta_recommended``; its ``eta_max`` is compared with
   the grid's first failing rate; the paper's extrapolated advice (``measure=False``, lrphase 0.1's
   only advice) is trained too, for comparison;
 * **range test**: torch-lr-finder's ``LRFinder.range_test`` (100 steps, exponential from
@@ -14,32 +15,50 @@ synthetic tasks; ``--list`` names them) and each seed, it compares
   lies past divergence; the library's default smoothing 0.05 and early stop at 5× the best loss)
   with the same optimizer, loss and batch-64 loader, on a copy of the same initialization. Its
   suggestions "steepest" (the rate at the most negative ``np.gradient`` of the smoothed loss, the
-  first 10 and last 5 points skipped, as ``LRFinder.plot(suggest_lr=True)``) and "min/10"
-  (fastai: the rate at the smallest smoothed loss of the same points, divided by 10) are each
-  trained. Non-finite losses are dropped before both suggestions.
+  first 10 and last 5 points skipped, as ``LRFinder.plot(suggest_lr=True)``), "min/10"
+  (fastai: the rate at the smallest smoothed loss of the same points, divided by 10) and "valley"
+  (fastai's ``lr_find`` default, on the same points: about halfway along the longest strictly
+  decreasing run, :func:`valley_index`) are each trained. Non-finite losses are dropped before
+  all three suggestions.
+
+The zoo: eleven models trained with ``torch.optim.SGD`` (plain, momentum 0.9 or Nesterov with weight
+decay): MLPs on digits (ReLU, tanh, GELU, BatchNorm1d, paper MSE on one-hot targets), a digits CNN,
+breast-cancer and diabetes MLPs, a teacher-student regression, a one-block transformer and an Elman
+RNN on "most frequent token" sequences; and seven trained with ``torch.optim.Adam`` or ``AdamW``
+(weight decay 0.01), grid 7.6e-6 … 8: the digits ReLU MLP (``adam_mlp``), the transformer
+(``adam_transformer``), a two-block causal language model on the next token of a fixed sparse
+16-token Markov chain (``adam_causal_lm``, entropy rate 1.107 nats, unigram 2.49 nats), a digits
+CNN with BatchNorm2d (``adam_bn_cnn``), an ``nn.LSTM`` on one-hot "most frequent token" sequences
+(``adam_lstm``), a pre-LayerNorm residual MLP on digits (``adam_resmlp``) and a tanh MLP on the
+teacher regression (``adam_regression``).
 
 Training protocol (every run, grid or method): the seed sets the initialization
 (``torch.manual_seed(seed)`` before the model is built) and the shuffling (a generator seeded with
-it); ``torch.optim.SGD`` with the model's momentum, Nesterov flag and weight decay; batch 64,
+it); the model's optimizer (``torch.optim.SGD`` with its momentum, Nesterov flag and weight decay,
+or another ``torch.optim`` class with its constructor options; ``Task.make_optimizer``); batch 64,
 reshuffled every epoch, incomplete last batch dropped; a fixed number of epochs per model
 (≈600–700 steps each); model in train mode. Then, in eval mode on the test split (25%, split once
 with a fixed seed; features standardized with the training statistics), the score: test accuracy
-(classification) or test MSE = mean (f − y)² (regression, targets standardized).
+(classification), test MSE = mean (f − y)² (regression, targets standardized), or the test
+cross-entropy per token, in nats (language model: outputs (b, t, vocab), labels (b, t); lrphase's
+``loss="cross_entropy"`` takes each token as one row).
 
 A run **fails** when its training loss becomes non-finite or exceeds 1e3× its first value (the run
 stops there), or the mean training loss of its last epoch is not below that of its first epoch
 (training did not lower the loss it trains on, whatever the test score says), or its test outputs are
 non-finite, or a classifier ends at ≤ chance + 0.05 (chance:
 the accuracy of always predicting the training set's most frequent class), or a regressor ends at a
-test MSE ≥ that of predicting the training mean. A failed run scores its measured accuracy (0 when
-the loss or outputs were non-finite), or an MSE of +inf.
+test MSE ≥ that of predicting the training mean, or a language model at a test cross-entropy ≥ that of
+the training tokens' unigram distribution. A failed run scores its measured accuracy (0 when the
+loss or outputs were non-finite), or an MSE or cross-entropy of +inf.
 
 Per (model, seed) the grid gives the best rate and score (the smallest rate reaching the best
 score), the **first failing rate** (the smallest grid rate above the best rate whose run fails) and
 the 99% window (the smallest and largest rate whose runs pass and reach 99% of the best). A method's
-score is reported as a fraction of the grid-best: accuracy ÷ best accuracy, or best MSE ÷ method
-MSE. It reaches "99%" at a fraction ≥ 0.99 (regression: MSE ≤ 1.10× best) and "95%" at ≥ 0.95
-(regression: MSE ≤ 1.5× best). η_max "within 1.5×" means η_max ÷ first failing rate ∈ [1/1.5, 1.5].
+score is reported as a fraction of the grid-best: accuracy ÷ best accuracy, best MSE ÷ method
+MSE, or best cross-entropy ÷ method cross-entropy. It reaches "99%" at a fraction ≥ 0.99
+(regression: MSE ≤ 1.10× best) and "95%" at ≥ 0.95 (regression: MSE ≤ 1.5× best). η_max
+"within 1.5×" means η_max ÷ first failing rate ∈ [1/1.5, 1.5].
 
 Cost, in training steps: in the same process, side by side, the median time of one training step of
 the model at batch 64 (50 steps after 10 warm-up steps), then the wall time of ``lrphase.probe``
@@ -78,7 +97,7 @@ from torch import nn
 import lrphase
 from lrphase.workflows.check import MEASURED_MARGIN
 
-PROTOCOL = "training-quality-2"  # bump whenever a model, a data set or the training protocol changes
+PROTOCOL = "training-quality-3"  # bump whenever a model, a data set or the training protocol changes
 BATCH = 64
 TEST_FRACTION = 0.25
 SPLIT_SEED = 0
@@ -89,6 +108,7 @@ STEP_TIMING = (10, 50)  # warm-up steps, timed steps
 THRESHOLDS = {  # score fraction needed for "99%" and "95%"
     "classification": (0.99, 0.95),
     "regression": (1 / 1.10, 1 / 1.5),
+    "language_model": (0.99, 0.95),  # of best CE ÷ CE
 }
 ETA_MAX_TOLERANCE = 1.5
 ROOT = Path(__file__).resolve().parents[1]
@@ -215,6 +235,39 @@ def one_hot_mode() -> Split:
     return classification_split(np.eye(4, dtype=np.float32)[tokens], labels, standardize=False)
 
 
+def markov_transitions(vocab: int = 16, successors: int = 3, seed: int = 4) -> np.ndarray:
+    """A sparse random transition matrix: 95% of each row on 3 random successors (Dirichlet weights), 5% uniform."""
+    rng = np.random.default_rng(seed)
+    matrix = np.full((vocab, vocab), 0.05 / vocab)
+    for row in matrix:
+        row[rng.choice(vocab, successors, replace=False)] += 0.95 * rng.dirichlet(np.ones(successors))
+    return matrix
+
+
+def markov_entropy_rate(matrix: np.ndarray) -> float:
+    """The chain's entropy rate in nats, Σᵢ πᵢ H(row i) with π stationary: the test CE no model beats (up to sampling)."""
+    values, vectors = np.linalg.eig(matrix.T)
+    stationary = np.abs(np.real(vectors[:, np.argmin(np.abs(values - 1))]))
+    stationary /= stationary.sum()
+    return float(-(stationary[:, None] * matrix * np.log(matrix)).sum())
+
+
+@functools.cache
+def markov_tokens(samples: int = 3000, length: int = 16) -> Split:
+    """Language-model task: sequences of :func:`markov_transitions` (first token uniform); inputs tokens 0…t−1, labels 1…t."""
+    matrix = markov_transitions()
+    rng = np.random.default_rng(5)
+    sequences = np.empty((samples, length + 1), dtype=np.int64)
+    sequences[:, 0] = rng.integers(0, len(matrix), samples)
+    for t in range(length):
+        cumulative = matrix[sequences[:, t]].cumsum(axis=1)
+        drawn = (rng.random((samples, 1)) > cumulative).sum(axis=1)
+        sequences[:, t + 1] = np.minimum(drawn, len(matrix) - 1)
+    x_train, y_train, x_test, y_test = _split(sequences[:, :-1], sequences[:, 1:])
+    xt, yt, xs, ys = (torch.as_tensor(a, dtype=torch.long) for a in (x_train, y_train, x_test, y_test))
+    return Split(xt, yt, xs, ys, yt, ys)
+
+
 # --------------------------------------------------------------------------- models
 
 
@@ -228,21 +281,46 @@ def mlp(widths: tuple[int, ...], activation: Callable[[], nn.Module], *, batch_n
     return nn.Sequential(*layers)
 
 
-def digits_cnn() -> nn.Sequential:
+def digits_cnn(*, batch_norm: bool = False) -> nn.Sequential:
+    """Conv 16, conv 32 stride 2, ReLU after each (after BatchNorm2d with ``batch_norm``), a linear head."""
+    def norm(channels: int) -> list[nn.Module]:
+        return [nn.BatchNorm2d(channels)] if batch_norm else []
+
     return nn.Sequential(
         nn.Unflatten(1, (1, 8, 8)),
-        nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(),
-        nn.Conv2d(16, 32, 3, stride=2, padding=1), nn.ReLU(),
+        nn.Conv2d(1, 16, 3, padding=1), *norm(16), nn.ReLU(),
+        nn.Conv2d(16, 32, 3, stride=2, padding=1), *norm(32), nn.ReLU(),
         nn.Flatten(), nn.Linear(32 * 4 * 4, 10),
     )
+
+
+class ResidualMLP(nn.Module):
+    """A linear stem, pre-LayerNorm residual blocks x + W₂ GELU(W₁ LN(x)), LayerNorm, a linear head."""
+
+    def __init__(self, inputs: int = 64, width: int = 128, depth: int = 3, classes: int = 10) -> None:
+        super().__init__()
+        self.stem = nn.Linear(inputs, width)
+        self.blocks = nn.ModuleList(
+            nn.Sequential(nn.LayerNorm(width), nn.Linear(width, 2 * width), nn.GELU(), nn.Linear(2 * width, width))
+            for _ in range(depth)
+        )
+        self.norm = nn.LayerNorm(width)
+        self.head = nn.Linear(width, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        for block in self.blocks:
+            x = x + block(x)
+        return self.head(self.norm(x))
 
 
 class AttentionBlock(nn.Module):
     """Pre-LayerNorm transformer block; attention written out (no fused kernels, which lrphase cannot differentiate)."""
 
-    def __init__(self, dim: int, heads: int) -> None:
+    def __init__(self, dim: int, heads: int, *, causal: bool = False) -> None:
         super().__init__()
         self.heads = heads
+        self.causal = causal
         self.norm1 = nn.LayerNorm(dim)
         self.qkv = nn.Linear(dim, 3 * dim)
         self.proj = nn.Linear(dim, dim)
@@ -252,7 +330,10 @@ class AttentionBlock(nn.Module):
     def attention(self, x: torch.Tensor) -> torch.Tensor:
         b, t, d = x.shape
         q, k, v = self.qkv(x).view(b, t, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
-        weights = torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(d // self.heads), dim=-1)
+        scores = q @ k.transpose(-2, -1) / math.sqrt(d // self.heads)
+        if self.causal:  # a constant additive mask: position i attends to positions ≤ i
+            scores = scores + torch.full((t, t), -math.inf, device=x.device).triu(1)
+        weights = torch.softmax(scores, dim=-1)
         return self.proj((weights @ v).transpose(1, 2).reshape(b, t, d))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -274,6 +355,35 @@ class TokenTransformer(nn.Module):
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         x = self.blocks(self.embed(tokens) + self.position)
         return self.head(self.norm(x).mean(dim=1))
+
+
+class CausalLM(nn.Module):
+    """Token and position embeddings, causal attention blocks, LayerNorm, a linear head at every position: (b, t, vocab)."""
+
+    def __init__(self, vocab: int = 16, length: int = 16, dim: int = 32, heads: int = 2, depth: int = 2) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(vocab, dim)
+        self.position = nn.Parameter(0.02 * torch.randn(length, dim))
+        self.blocks = nn.Sequential(*(AttentionBlock(dim, heads, causal=True) for _ in range(depth)))
+        self.norm = nn.LayerNorm(dim)
+        self.head = nn.Linear(dim, vocab)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        x = self.blocks(self.embed(tokens) + self.position[: tokens.shape[1]])
+        return self.head(self.norm(x))
+
+
+class LSTMClassifier(nn.Module):
+    """``nn.LSTM`` (one layer, batch first), logits from the last time step's output."""
+
+    def __init__(self, inputs: int = 4, hidden: int = 64, classes: int = 4) -> None:
+        super().__init__()
+        self.lstm = nn.LSTM(inputs, hidden, batch_first=True)
+        self.head = nn.Linear(hidden, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out, _ = self.lstm(x)
+        return self.head(out[:, -1])
 
 
 class ElmanClassifier(nn.Module):
@@ -299,22 +409,32 @@ class ElmanClassifier(nn.Module):
 
 @dataclass(frozen=True)
 class Task:
-    """A model with its data, loss, optimizer hyperparameters, training budget and rate lattice."""
+    """A model with its data, loss, optimizer and its hyperparameters, training budget and rate lattice."""
 
     name: str
     description: str
     build: Callable[[], nn.Module]
     data: Callable[[], Split]
     loss: str  # "cross_entropy" or "mse" (the paper's L = 1/(2km) Σ (f − y)²)
-    kind: str  # "classification" or "regression"
+    kind: str  # "classification", "regression" or "language_model" (outputs (b, t, vocab), labels (b, t))
     epochs: int
-    momentum: float = 0.0
+    momentum: float = 0.0  # momentum, nesterov, weight_decay: torch.optim.SGD's (with optimizer SGD only)
     nesterov: bool = False
     weight_decay: float = 0.0
     lattice: tuple[int, int] = (-27, 10)  # grid rates 2^(k/2), k in this closed range (default 8.6e-5 … 32)
+    optimizer: type[torch.optim.Optimizer] = torch.optim.SGD
+    optimizer_options: tuple[tuple[str, Any], ...] = ()  # constructor keyword arguments of any other optimizer
+
+    @property
+    def is_sgd(self) -> bool:
+        return self.optimizer is torch.optim.SGD
 
     @property
     def optimizer_text(self) -> str:
+        if not self.is_sgd:
+            names = {"weight_decay": "wd"}
+            return ", ".join([self.optimizer.__name__] + [f"{names.get(k, k)} {v:g}" if isinstance(v, float) else
+                                                          f"{names.get(k, k)} {v}" for k, v in self.optimizer_options])
         parts = ["SGD"] + ([f"momentum {self.momentum:g}"] if self.momentum else [])
         parts += (["Nesterov"] if self.nesterov else []) + ([f"wd {self.weight_decay:g}"] if self.weight_decay else [])
         return ", ".join(parts)
@@ -326,24 +446,38 @@ class Task:
         torch.manual_seed(seed)
         return self.build()
 
-    def sgd(self, params: Iterator[nn.Parameter], lr: float) -> torch.optim.SGD:
-        return torch.optim.SGD(
-            params, lr=lr, momentum=self.momentum, nesterov=self.nesterov, weight_decay=self.weight_decay
-        )
+    def make_optimizer(self, params: Iterator[nn.Parameter], lr: float) -> torch.optim.Optimizer:
+        """The task's optimizer over ``params`` at rate ``lr``."""
+        if self.is_sgd:
+            return torch.optim.SGD(
+                params, lr=lr, momentum=self.momentum, nesterov=self.nesterov, weight_decay=self.weight_decay
+            )
+        return self.optimizer(params, lr=lr, **dict(self.optimizer_options))
 
     def lrphase_optimizer(self) -> Any:
-        return lrphase.Optimizer(
-            name="sgd", momentum=self.momentum, nesterov=self.nesterov, weight_decay=self.weight_decay
-        )
+        if self.is_sgd:
+            return lrphase.Optimizer(
+                name="sgd", momentum=self.momentum, nesterov=self.nesterov, weight_decay=self.weight_decay
+            )
+        return lrphase.Optimizer.from_class(self.optimizer, **dict(self.optimizer_options))
 
     def loss_value(self, out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        if self.loss == "cross_entropy":
-            return F.cross_entropy(out, target)
+        if self.loss == "cross_entropy":  # a language model's (b, t, vocab) outputs: one row per token
+            return F.cross_entropy(out.flatten(0, -2), target.flatten())
         return 0.5 * F.mse_loss(out, target)
 
     def criterion(self) -> nn.Module:
         """The training loss as a module, for the range test."""
+        if self.kind == "language_model":
+            return TokenCrossEntropyLoss()
         return nn.CrossEntropyLoss() if self.loss == "cross_entropy" else PaperMSELoss()
+
+
+class TokenCrossEntropyLoss(nn.Module):
+    """Cross-entropy of (b, t, vocab) outputs against (b, t) labels, the mean over tokens."""
+
+    def forward(self, out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(out.flatten(0, -2), target.flatten())
 
 
 class PaperMSELoss(nn.Module):
@@ -355,6 +489,8 @@ class PaperMSELoss(nn.Module):
 
 DIGITS = (64, 256, 256, 10)
 MOMENTUM_LATTICE = (-33, 10)  # 1.1e-5 … 32: with momentum 0.9 the too-small rates lie lower
+ADAM_LATTICE = (-34, 6)  # 7.6e-6 … 8: Adam's steps are ≈ η per parameter; LayerNorm models fail only past 2
+ADAMW = (("weight_decay", 0.01),)  # torch.optim.AdamW's default, stated
 TASKS = {
     task.name: task
     for task in (
@@ -383,8 +519,28 @@ TASKS = {
              TokenTransformer, token_mode, "cross_entropy", "classification", epochs=20, momentum=0.9),
         Task("elman_rnn", "Elman RNN (hidden 64, Python loop), most frequent of 12 one-hot tokens",
              ElmanClassifier, one_hot_mode, "cross_entropy", "classification", epochs=20),
+        Task("adam_mlp", "digits MLP 64-256-256-10 ReLU", lambda: mlp(DIGITS, nn.ReLU), digits,
+             "cross_entropy", "classification", epochs=30, lattice=ADAM_LATTICE, optimizer=torch.optim.Adam),
+        Task("adam_transformer", "transformer (1 block, d 32, 2 heads, hand-written attention), most frequent of 12 tokens",
+             TokenTransformer, token_mode, "cross_entropy", "classification", epochs=20, lattice=ADAM_LATTICE,
+             optimizer=torch.optim.AdamW, optimizer_options=ADAMW),
+        Task("adam_causal_lm", "causal LM (2 causal blocks, d 32, 2 heads), next token of a sparse 16-token Markov chain, "
+             "16 positions", CausalLM, markov_tokens, "cross_entropy", "language_model", epochs=18, lattice=ADAM_LATTICE,
+             optimizer=torch.optim.AdamW, optimizer_options=ADAMW),
+        Task("adam_bn_cnn", "digits CNN 1×8×8, conv16, conv32/2, BatchNorm2d (train mode) + ReLU, linear",
+             functools.partial(digits_cnn, batch_norm=True), digits, "cross_entropy", "classification", epochs=30,
+             lattice=ADAM_LATTICE, optimizer=torch.optim.Adam),
+        Task("adam_lstm", "nn.LSTM (hidden 64), most frequent of 12 one-hot tokens", LSTMClassifier, one_hot_mode,
+             "cross_entropy", "classification", epochs=20, lattice=ADAM_LATTICE, optimizer=torch.optim.Adam),
+        Task("adam_resmlp", "digits residual MLP (stem 64-128, 3 pre-LayerNorm blocks 128-256-128 GELU, LayerNorm, linear)",
+             ResidualMLP, digits, "cross_entropy", "classification", epochs=30, lattice=ADAM_LATTICE,
+             optimizer=torch.optim.AdamW, optimizer_options=ADAMW),
+        Task("adam_regression", "teacher (tanh 16-32-1) regression, tanh student 16-128-128-1",
+             lambda: mlp((16, 128, 128, 1), nn.Tanh), teacher_regression, "mse", "regression", epochs=14,
+             lattice=ADAM_LATTICE, optimizer=torch.optim.Adam),
     )
 }
+ADAM_TASKS = [name for name, task in TASKS.items() if not task.is_sgd]
 
 
 # --------------------------------------------------------------------------- training and scoring
@@ -395,25 +551,34 @@ class Run:
     """One training run at one rate: its score and whether (and why) it failed."""
 
     rate: float
-    score: float  # test accuracy, or test MSE (+inf when failed)
+    score: float  # test accuracy, or test MSE or token cross-entropy (+inf when failed)
     failed: bool
     reason: str  # "", "diverged", "loss not lowered", "non-finite outputs", "did not learn"
     steps: int
 
 
 def baseline(task: Task, split: Split) -> float:
-    """Chance accuracy (always the training set's most frequent class), or the test MSE of the training mean."""
+    """The score that counts as not learning: chance accuracy, the training mean's MSE, or the unigram cross-entropy.
+
+    Chance: always the training set's most frequent class. Unigram: the test cross-entropy of the
+    training tokens' frequencies.
+    """
     if task.kind == "classification":
         assert split.labels_train is not None and split.labels_test is not None
         majority = int(torch.bincount(split.labels_train).argmax())
         return float((split.labels_test == majority).float().mean())
+    if task.kind == "language_model":
+        assert split.labels_train is not None and split.labels_test is not None
+        unigram = torch.bincount(split.labels_train.flatten()).double()
+        unigram = F.pad(unigram, (0, max(0, int(split.labels_test.max()) + 1 - len(unigram)))) / unigram.sum()
+        return float(-unigram.log()[split.labels_test.flatten()].mean())
     return float(F.mse_loss(split.y_train.mean(0).expand_as(split.y_test), split.y_test))
 
 
 def train(task: Task, split: Split, seed: int, lr: float) -> Run:
     """Train a fresh model of ``task`` at ``lr`` with the protocol of the module docstring and score it."""
     model = task.model(seed)
-    optimizer = task.sgd(model.parameters(), lr)
+    optimizer = task.make_optimizer(model.parameters(), lr)
     shuffle = torch.Generator().manual_seed(seed)
     n = len(split.x_train)
     first: float | None = None
@@ -430,7 +595,7 @@ def train(task: Task, split: Split, seed: int, lr: float) -> Run:
             first = value if first is None else first
             epoch_losses.append(value)
             if not math.isfinite(value):
-                return Run(lr, 0.0 if task.kind == "classification" else math.inf, True, "diverged", steps)
+                return Run(lr, failed_score(task), True, "diverged", steps)
             if value > DIVERGENCE_FACTOR * first:
                 return score(task, split, model, lr, steps, diverged=True)
             optimizer.zero_grad(set_to_none=True)
@@ -451,20 +616,25 @@ def score(
         out = model(split.x_test)
     classification = task.kind == "classification"
     if not bool(torch.isfinite(out).all()):
-        return Run(lr, 0.0 if classification else math.inf, True, "non-finite outputs", steps)
+        return Run(lr, failed_score(task), True, "non-finite outputs", steps)
     if classification:
         value = float((out.argmax(dim=1) == split.labels_test).float().mean())
         learned = value > baseline(task, split) + CHANCE_MARGIN
-    else:
-        value = float(F.mse_loss(out, split.y_test))
+    else:  # the test MSE, or a language model's test token cross-entropy
+        value = float(task.loss_value(out, split.y_test) if task.kind == "language_model" else F.mse_loss(out, split.y_test))
         learned = value < baseline(task, split)
     if diverged or not learned:
         return Run(lr, value if classification else math.inf, True, reason if diverged else "did not learn", steps)
     return Run(lr, value, False, "", steps)
 
 
+def failed_score(task: Task) -> float:
+    """The score of a run whose loss or outputs were non-finite: accuracy 0, or an infinite MSE / cross-entropy."""
+    return 0.0 if task.kind == "classification" else math.inf
+
+
 def fraction(task: Task, value: float, best: float) -> float:
-    """A score as a fraction of the grid-best: accuracy ÷ best, or best MSE ÷ MSE (0 for a failed regressor)."""
+    """A score as a fraction of the grid-best: accuracy ÷ best, or best MSE (CE) ÷ MSE (CE), 0 for a failed run."""
     if task.kind == "classification":
         return value / best if best > 0 else math.nan
     return best / value if value > 0 else math.nan
@@ -586,12 +756,13 @@ class RangeTestOutcome:
     steps: int  # iterations actually run (the library stops early once the loss exceeds 5× its best)
     steepest: Suggestion
     minimum: Suggestion
+    valley: Suggestion  # fastai's lr_find default
 
 
 def step_seconds(task: Task, split: Split, seed: int) -> float:
-    """Median wall time of one training step (forward, loss, backward, SGD step) at batch 64."""
+    """Median wall time of one training step (forward, loss, backward, optimizer step) at batch 64."""
     model = task.model(seed)
-    optimizer = task.sgd(model.parameters(), task.grid()[0])
+    optimizer = task.make_optimizer(model.parameters(), task.grid()[0])
     model.train()
     order = torch.randperm(len(split.x_train), generator=torch.Generator().manual_seed(seed))
     warmup, timed = STEP_TIMING
@@ -639,18 +810,42 @@ def run_lrphase(task: Task, split: Split, seed: int) -> LrphaseOutcome:
                           _trained(task, split, seed, extrapolated.eta_recommended))
 
 
-def range_test_suggestions(lrs: list[float], losses: list[float]) -> tuple[float | None, float | None]:
-    """(steepest, min/10) from the range test's history: first 10 and last 5 points skipped, non-finite dropped.
+def valley_index(losses: np.ndarray) -> int:
+    """The index fastai's ``valley`` suggests on a (smoothed) loss curve.
+
+    The longest valley: with ``lds[i]`` the length of the longest strictly decreasing subsequence
+    ending at point i (an O(n²) dynamic programme), ``end`` the first point of the largest ``lds`` and
+    ``start = end − lds[end]`` (clipped at 0; fastai lets it reach −1). The suggestion is the point
+    ``start + ⌊s⌋ + ⌊s/2⌋`` with ``s = (end − start)/3``, as fastai computes it: about halfway along
+    (fastai's documentation says "roughly 2/3 through").
+    """
+    lds = np.ones(len(losses), dtype=int)
+    end = 0
+    for i in range(1, len(losses)):
+        higher = lds[:i][losses[:i] > losses[i]]
+        if len(higher):
+            lds[i] = higher.max() + 1
+        if lds[i] > lds[end]:
+            end = i
+    start = max(end - int(lds[end]), 0)
+    third = (end - start) / 3
+    return start + int(third) + int(third / 2)
+
+
+def range_test_suggestions(lrs: list[float], losses: list[float]) -> tuple[float | None, float | None, float | None]:
+    """(steepest, min/10, valley) from the range test's history: first 10 and last 5 points skipped, non-finite dropped.
 
     Like ``LRFinder.plot(suggest_lr=True)``, no suggestion from a history of fewer than 10 + 5 + 2 points.
+    fastai's ``lr_find`` trims its history the same way (``num_it // 10`` and 5 points) before ``valley``.
     """
     skip_start, skip_end = 10, 5
     trimmed = zip(lrs[skip_start:-skip_end], losses[skip_start:-skip_end], strict=True)
     points = [(lr, loss) for lr, loss in trimmed if math.isfinite(loss)]
     if len(lrs) < skip_start + skip_end + 2 or len(points) < 2:
-        return None, None
+        return None, None, None
     rates, values = np.array([p[0] for p in points]), np.array([p[1] for p in points])
-    return float(rates[np.gradient(values).argmin()]), float(rates[values.argmin()] / 10)
+    return (float(rates[np.gradient(values).argmin()]), float(rates[values.argmin()] / 10),
+            float(rates[valley_index(values)]))
 
 
 def run_range_test(task: Task, split: Split, seed: int, start_lr: float, end_lr: float) -> RangeTestOutcome:
@@ -663,13 +858,13 @@ def run_range_test(task: Task, split: Split, seed: int, start_lr: float, end_lr:
         torch.utils.data.TensorDataset(split.x_train, split.y_train), batch_size=BATCH, shuffle=True,
         drop_last=True, generator=torch.Generator().manual_seed(seed),
     )
-    finder = LRFinder(net, task.sgd(net.parameters(), start_lr), task.criterion(), device="cpu")
+    finder = LRFinder(net, task.make_optimizer(net.parameters(), start_lr), task.criterion(), device="cpu")
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):  # its progress prints
         finder.range_test(loader, start_lr=start_lr, end_lr=end_lr, num_iter=RANGE_TEST_STEPS, step_mode="exp")
     seconds = time.perf_counter() - started
-    steepest, minimum = range_test_suggestions(finder.history["lr"], finder.history["loss"])
+    steepest, minimum, valley = range_test_suggestions(finder.history["lr"], finder.history["loss"])
     return RangeTestOutcome(seconds, len(finder.history["lr"]), _trained(task, split, seed, steepest),
-                            _trained(task, split, seed, minimum))
+                            _trained(task, split, seed, minimum), _trained(task, split, seed, valley))
 
 
 # --------------------------------------------------------------------------- one model
@@ -710,11 +905,15 @@ def _rate(rate: float | None) -> str:
 
 
 def _value_text(task: Task, value: float) -> str:
-    return f"{value:.3f}" if task.kind == "classification" else f"{value:.3g}"
+    return f"{value:.3g}" if task.kind == "regression" else f"{value:.3f}"
+
+
+def _unit(task: Task) -> str:
+    return {"classification": "acc", "regression": "MSE", "language_model": "CE"}[task.kind]
 
 
 def _score_text(task: Task, run: Run) -> str:
-    text = f"{'acc' if task.kind == 'classification' else 'MSE'} {_value_text(task, run.score)}"
+    text = f"{_unit(task)} {_value_text(task, run.score)}"
     return text + (f" FAILED ({run.reason})" if run.failed else "")
 
 
@@ -742,7 +941,8 @@ def _methods_text(task: Task, result: SeedResult) -> str:
     if result.range_test is not None:
         rt = result.range_test
         parts.append(f"steepest η={_rate(rt.steepest.rate)} → {_fraction_text(task, rt.steepest, best)}; "
-                     f"min/10 η={_rate(rt.minimum.rate)} → {_fraction_text(task, rt.minimum, best)}")
+                     f"min/10 η={_rate(rt.minimum.rate)} → {_fraction_text(task, rt.minimum, best)}; "
+                     f"valley η={_rate(rt.valley.rate)} → {_fraction_text(task, rt.valley, best)}")
     return "; ".join(parts)
 
 
@@ -753,7 +953,8 @@ def _ratio(numerator: float | None, denominator: float | None) -> float | None:
 
 
 PROBE_COLUMNS = ("lrphase η_rec", "lrphase score", "η_max", "η_max / first failing", "cost lrphase (steps)")
-RANGE_COLUMNS = ("steepest η", "steepest score", "min/10 η", "min/10 score", "cost range test (steps)")
+RANGE_COLUMNS = ("steepest η", "steepest score", "min/10 η", "min/10 score", "valley η", "valley score",
+                 "cost range test (steps)")
 
 
 def _probe_cells(task: Task, r: SeedResult) -> list[str]:
@@ -772,14 +973,15 @@ def _range_cells(task: Task, r: SeedResult) -> list[str]:
     assert rt is not None
     best = r.truth.best_score
     return [_rate(rt.steepest.rate), _fraction_text(task, rt.steepest, best), _rate(rt.minimum.rate),
-            _fraction_text(task, rt.minimum, best), _fmt(_ratio(rt.seconds, r.step_seconds), ".0f")]
+            _fraction_text(task, rt.minimum, best), _rate(rt.valley.rate), _fraction_text(task, rt.valley, best),
+            _fmt(_ratio(rt.seconds, r.step_seconds), ".0f")]
 
 
 def model_table(task: Task, results: list[SeedResult]) -> str:
     """One row per seed: the grid's best and first failing rates, then each method that was run."""
     with_probe = all(r.lrphase is not None for r in results)
     with_range = all(r.range_test is not None for r in results)
-    unit = "acc" if task.kind == "classification" else "MSE"
+    unit = _unit(task)
     columns = ["seed", f"grid-best η ({unit})", "first failing η",
                *(PROBE_COLUMNS if with_probe else ()), *(RANGE_COLUMNS if with_range else ())]
     lines = [f"### {task.name}: {task.description}; {task.loss}, {task.optimizer_text}, {task.epochs} epochs", "",
@@ -872,7 +1074,8 @@ class Tally:
 
 
 def summarize(results: dict[str, list[SeedResult]]) -> dict[str, Any]:
-    tallies = {"lrphase": Tally(), "lrphase --no-measure": Tally(), "steepest": Tally(), "min/10": Tally()}
+    tallies = {"lrphase": Tally(), "lrphase --no-measure": Tally(), "steepest": Tally(), "min/10": Tally(),
+               "valley": Tally()}
     ratios: dict[str, list[float]] = {}
     check_passes_failing = 0  # pairs where η_max/(1 + margin) ≥ the first failing rate: check passes a failing rate
     costs: dict[str, tuple[float | None, float | None]] = {}
@@ -890,6 +1093,7 @@ def summarize(results: dict[str, list[SeedResult]]) -> dict[str, Any]:
             if r.range_test is not None:
                 tallies["steepest"] = tallies["steepest"].add(task, r.range_test.steepest, best)
                 tallies["min/10"] = tallies["min/10"].add(task, r.range_test.minimum, best)
+                tallies["valley"] = tallies["valley"].add(task, r.range_test.valley, best)
         costs[name] = (
             _median([_ratio(r.lrphase.seconds, r.step_seconds) for r in seeds if r.lrphase is not None]),
             _median([_ratio(r.range_test.seconds, r.step_seconds) for r in seeds if r.range_test is not None]),
@@ -917,8 +1121,8 @@ def summary_text(summary: dict[str, Any]) -> str:
     for name, t in summary["tallies"].items():
         if t["pairs"]:
             lines.append(f"| {name} | {t['pairs']} | {t['at_99']} | {t['at_95']} | {t['failed']} | {t['no_rate']} |")
-    lines += ["", "99%: accuracy ≥ 0.99 × best, or MSE ≤ 1.10 × best; 95%: accuracy ≥ 0.95 × best, or MSE ≤ 1.5 × best "
-              "(a failed run counts in neither)."]
+    lines += ["", "99%: accuracy ≥ 0.99 × best, MSE ≤ 1.10 × best, or token cross-entropy ≤ best / 0.99; 95%: accuracy "
+              "≥ 0.95 × best, MSE ≤ 1.5 × best, or cross-entropy ≤ best / 0.95 (a failed run counts in neither)."]
     if summary["models_with_eta_max"]:
         medians = ", ".join(f"{k} {v:.3g}" for k, v in summary["eta_max_over_first_failing_median"].items())
         lines.append(
@@ -1007,7 +1211,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     if args.list:
         for task in TASKS.values():
-            print(f"{task.name:16} {task.description}; {task.loss}, {task.optimizer_text}, {task.epochs} epochs")
+            print(f"{task.name:16} {task.description}; {task.loss}, {task.optimizer_text}, {task.epochs} epochs, "
+                  f"grid {_rate(task.grid()[0])} … {_rate(task.grid()[-1])}")
         return
     torch.set_num_threads(args.threads)
     cache = GridCache(args.cache)
