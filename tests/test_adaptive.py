@@ -100,7 +100,7 @@ def test_a_third_party_optimizer_subclass_runs_as_itself():
     model, x, y = classification()
     result = lrphase.probe(model, (x, y), loss="cross_entropy", optimizer=SignDescent, batch_size=32)
     assert result.measurement is not None and result.adaptive is None  # measured; no theory for its preconditioner
-    assert result.eta_recommended == pytest.approx(result.eta_max / 4)
+    assert result.eta_recommended == pytest.approx(result.eta_max / 2**2.5)
 
 
 def test_short_adam_runs_fail_when_the_loss_jumps_and_train_when_it_falls():
@@ -115,14 +115,14 @@ def test_short_adam_runs_fail_when_the_loss_jumps_and_train_when_it_falls():
     assert calm.lambda_end is not None and calm.lambda_end > 0  # λᴾ at the end, with the run's own P
 
 
-def test_probe_measures_adam_and_recommends_a_quarter_of_the_edge_and_leaves_the_model_alone():
+def test_probe_measures_adam_and_recommends_edge_over_2_to_the_5_halves_and_leaves_the_model_alone():
     model, x, y = classification()
     before = copy.deepcopy(model.state_dict())
     rng = torch.get_rng_state()
     result = lrphase.probe(model, (x, y), loss="cross_entropy", optimizer="adam", batch_size=32)
     advice = result.advice
     assert advice.source == "measured" and advice.applies and result.adaptive is not None
-    assert result.eta_recommended == pytest.approx(result.eta_max / 4)
+    assert result.eta_recommended == pytest.approx(result.eta_max / 2**2.5)
     assert advice.phase_of(result.eta_recommended) == "lazy" and advice.phase_names["lazy"] == "stable"
     assert advice.phase_of(result.eta_max * 1.01) == "divergent"
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items()) and torch.equal(rng, torch.get_rng_state())

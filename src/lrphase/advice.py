@@ -18,10 +18,12 @@ with a caveat.
 
 An **adaptive optimizer** (Adam, AdamW, …; :mod:`lrphase.theory.adaptive`) is always measured, with
 its own class: a run fails when its loss jumps above its start (:mod:`lrphase.dynamics.stability`),
-so η_max is the largest rate whose loss fell from the first step, and η_rec = η_max/``RECOMMEND_DIVISOR``
-(calibrated on the Adam models of ``benchmarks/training_quality.py``). Its phases are its own: stable
+so η_max is the largest rate whose loss fell from the first step, and η_rec = η_max/``ADAPTIVE_DIVISOR``
+= η_max/2^(5/2): on the Adam calibration set (``benchmarks/adam_quality.py``) η_max/4 sat at the top
+of the 99% window, whose top lay 0.7–9× and bottom 6.5–700× below η_max; half an octave lower
+centres it without leaving the narrow window of the MSE regression. Its phases are its own: stable
 below η_max, unstable above (η_crit = η_max: no lazy/catapult split), and λᴾ₀'s predicted edge
-2Fᴾ/λᴾ₀ is printed beside the measurement; with ``--no-measure`` the advice is that prediction/4,
+2Fᴾ/λᴾ₀ is printed beside the measurement; with ``--no-measure`` the advice is that prediction/2^(5/2),
 flagged as unverified. An optimizer lrphase cannot step (LBFGS) gets no numbers.
 """
 
@@ -38,6 +40,7 @@ from .theory.phases import PhasePrediction
 from .vocabulary import Confidence, Phase, Source
 
 RECOMMEND_DIVISOR = 4.0
+ADAPTIVE_DIVISOR = 2.0**2.5
 
 
 def prediction_exact(loss: Loss, optimizer: Optimizer, activation: Activation, *, full_batch: bool) -> bool:
@@ -140,7 +143,7 @@ def predicted_advice(prediction: PhasePrediction, *, exact: bool) -> Advice:
 
 
 def predicted_adaptive_advice(prediction: PhasePrediction, adaptive: AdaptivePrediction | None) -> Advice:
-    """An adaptive optimizer's advice with ``--no-measure``: λᴾ₀'s predicted edge, and a quarter of it, unverified."""
+    """An adaptive optimizer's advice with ``--no-measure``: λᴾ₀'s predicted edge and that edge/2^(5/2), unverified."""
     if adaptive is None:
         return predicted_advice(prediction, exact=False)
     edge = adaptive.eta_edge
@@ -148,8 +151,8 @@ def predicted_adaptive_advice(prediction: PhasePrediction, adaptive: AdaptivePre
         f"not measured: {adaptive.formula} = {edge:.4g} is the linear-stability edge for the preconditioner of the first "
         "step, which adapts as training goes; run without --no-measure"
     )
-    rule = f"predicted edge/{RECOMMEND_DIVISOR:g}: {adaptive.formula} with λᴾ₀ = {adaptive.lambda_p0:.4g}"
-    return Advice(prediction, False, None, edge, edge, edge / RECOMMEND_DIVISOR, "predicted", rule, "low", (caveat,), adaptive)
+    rule = f"predicted edge/{ADAPTIVE_DIVISOR:.3g}: {adaptive.formula} with λᴾ₀ = {adaptive.lambda_p0:.4g}"
+    return Advice(prediction, False, None, edge, edge, edge / ADAPTIVE_DIVISOR, "predicted", rule, "low", (caveat,), adaptive)
 
 
 def measured_advice(
@@ -174,11 +177,12 @@ def measured_advice(
         )
     else:
         eta_max = edge
-        eta_rec = edge / RECOMMEND_DIVISOR
+        divisor = ADAPTIVE_DIVISOR if opt.adaptive else RECOMMEND_DIVISOR
+        eta_rec = edge / divisor
         confidence = "high" if measurement.bracketed else "medium"
         trained = "whose loss never rose above its start" if opt.adaptive else "that trained"
         rule = (
-            f"η_max/4, η_max measured: the largest rate {trained} in {steps}-step runs of "
+            f"η_max/{divisor:.3g}, η_max measured: the largest rate {trained} in {steps}-step runs of "
             f"{opt.describe()} on minibatches of {measurement.batch_size}"
         )
         if not measurement.bracketed:

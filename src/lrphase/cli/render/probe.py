@@ -233,8 +233,8 @@ def _adaptive_phases(result: ProbeResult, console: Console) -> None:
     console.print(phases)
     if advice.eta_recommended < advice.eta_max:
         console.print(
-            "[dim]the recommended rate is stable: a quarter of the edge trained best on the benchmark's Adam models "
-            "(benchmarks/RESULTS.md)[/]"
+            "[dim]the recommended rate is in the stable phase, half an octave below a quarter of the edge: "
+            "there Adam trained best on the calibration models (benchmarks/RESULTS.md)[/]"
         )
 
 
