@@ -93,6 +93,9 @@ def test_functional_relu_is_detected(model_file, cli):
 BAD_INPUTS = {
     "syntax": ("model = (", "syntax error in"),
     "import": ("import not_a_module_xyz", "ModuleNotFoundError"),
+    "exit": ("import sys\nsys.exit(3)", "model.py called sys.exit(3) while it was imported"),
+    "bare_exit": ("exit()", "model.py called sys.exit() while it was imported"),
+    "factory_exit": ("import sys\ndef model():\n    sys.exit(3)", "failed with SystemExit: 3"),
     "no_model": ("import torch\ndata = (torch.randn(4, 2), torch.randn(4, 1))", "no model found"),
     "no_data": ("from torch import nn\nmodel = nn.Linear(2, 1)", "no data found"),
     "misfit": (

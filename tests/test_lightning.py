@@ -176,6 +176,11 @@ def test_the_files_own_keys_win(model_file):
         ),
         (
             "F.cross_entropy(out, y)",
+            "import sys\nDigits.setup = lambda self, stage=None: sys.exit(3)\nmodel = Net()\ndata = Digits()\n",
+            'Digits.setup("fit") failed outside a Trainer (SystemExit: 3)',
+        ),
+        (
+            "F.cross_entropy(out, y)",
             "model = Net()\ndata = Digits()\ndatamodule = Digits()\n",
             "defines both `data` and `datamodule`",
         ),

@@ -104,14 +104,14 @@ def _call(hook: Callable[[], Any], what: str) -> Any:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             return hook()
-    except Exception as exc:  # noqa: BLE001 - user code can raise anything
+    except (Exception, SystemExit) as exc:  # noqa: BLE001 - user code can raise anything, sys.exit() too
         raise InputError(
             f"{what} failed outside a Trainer ({_first_line(exc)}); fix it, or define `data`, `optimizer` and `loss` "
             "in the model file"
         ) from exc
 
 
-def _first_line(exc: Exception) -> str:
+def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
 
@@ -180,7 +180,7 @@ def _training_step_loss(clone: Any, data: Any, name: str, source: str) -> str:
             if not outputs:  # training_step called a submodule directly: the forward pass under the same seed
                 torch.manual_seed(0)
                 outputs.append(Inputs.of(inputs).call(forward))
-        except Exception as exc:  # noqa: BLE001 - user code can raise anything
+        except (Exception, SystemExit) as exc:  # noqa: BLE001 - user code can raise anything, sys.exit() too
             raise InputError(
                 f"could not tell the loss of {name}.training_step, which failed outside a Trainer ({_first_line(exc)}): {hint}"
             ) from exc

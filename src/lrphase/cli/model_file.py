@@ -97,6 +97,12 @@ def _import_file(path: Path) -> dict[str, Any]:
         spec.loader.exec_module(module)
     except SyntaxError as exc:
         raise InputError(f"syntax error in {path}, line {exc.lineno}: {exc.msg}; fix the file and run again") from exc
+    except SystemExit as exc:  # exit code 3 and the like would mean something else from lrphase
+        code = "" if exc.code is None else repr(exc.code)
+        raise InputError(
+            f"{path} called sys.exit({code}) while it was imported: lrphase imports the file, so put its script code "
+            'under `if __name__ == "__main__":`'
+        ) from exc
     except Exception as exc:  # noqa: BLE001 - user code can raise anything
         raise InputError(
             f"importing {path} failed with {type(exc).__name__}: {exc}; fix the file (run with --debug for the traceback)"
@@ -113,7 +119,7 @@ def _call_factory(obj: Any, what: str, source: str) -> Any:
         return obj()
     except TypeError as exc:
         raise InputError(f"{what} in {source} must be a zero-argument factory, but calling it failed: {exc}") from exc
-    except Exception as exc:  # noqa: BLE001
+    except (Exception, SystemExit) as exc:  # noqa: BLE001 - user code can raise anything, sys.exit() too
         raise InputError(f"calling {what} in {source} failed with {type(exc).__name__}: {exc}") from exc
 
 
