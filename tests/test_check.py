@@ -7,7 +7,9 @@ no nonlinearity is called (c_act = 4) and the phases are known: lazy below 2/λ�
 
 from __future__ import annotations
 
+import copy
 import json
+import math
 import os
 import re
 import subprocess
@@ -294,3 +296,42 @@ def test_cross_entropy_check_skips_the_ntk_lanczos_it_does_not_use():
     assert checked.probe.estimate.iterations == sum(b.gn.iterations for b in probed.estimate.per_batch)
     record = json.loads(json.dumps(check_to_dict(checked), allow_nan=False))
     assert record["probe"]["ntk_lambda0"] is None and record["probe"]["lambda0"] == checked.lambda0
+
+
+def test_relu_full_batch_mse_is_measured_and_check_fails_a_rate_that_diverges(model_file, cli):
+    """ReLU's c_act = 12 is fitted: a three-layer ReLU net at PyTorch's init diverges under full-batch GD well below 12/λ₀."""
+    path = model_file(
+        """
+        import torch
+        from torch import nn
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(6, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(),
+                              nn.Linear(64, 2))
+        gen = torch.Generator().manual_seed(1)
+        data = (torch.randn(64, 6, generator=gen), torch.randn(64, 2, generator=gen))
+        batch_size = 64
+        """
+    )
+    out = json.loads(cli("probe", path, "--json").stdout)
+    assert out["eta_max_source"] == "measured" and out["eta_max_predicted"] == pytest.approx(12 / out["lambda0"])
+    lr = 10 / out["lambda0"]
+    # independent truth: full-batch gradient descent on the paper's loss at 10/λ₀
+    from lrphase.cli.model_file import load_spec
+
+    spec = load_spec(path)
+    net = copy.deepcopy(spec.model)
+    x, y = spec.data
+    losses = []
+    for _ in range(200):
+        value = 0.5 * ((net(x) - y) ** 2).mean()
+        losses.append(value.item())
+        if not math.isfinite(losses[-1]) or losses[-1] > 1e6 * losses[0]:
+            break
+        net.zero_grad()
+        value.backward()
+        with torch.no_grad():
+            for p in net.parameters():
+                p -= lr * p.grad
+    assert not (math.isfinite(losses[-1]) and losses[-1] < losses[0])  # full-batch training fails at 10/λ₀
+    verdict = cli("check", path, "--lr", repr(lr), "--json")
+    assert verdict.exit_code == 1, verdict.stdout  # and check no longer passes it (12/λ₀ would have)

@@ -32,8 +32,10 @@ def test_probe_measures_the_edge_outside_the_papers_setting_and_shows_the_runs(m
     assert result.exit_code == 0, result.output
     for text in ("η_max (measured)", "measured edge", "trains", "fails", "recommended η", "η_max/4"):
         assert text in result.output
-    full_batch = cli("probe", model_file(GOOD.replace("batch_size = 20", "batch_size = 40")), "--json")
-    assert json.loads(full_batch.stdout)["eta_max_source"] == "predicted"  # MSE, full-batch GD, ReLU: exact
+    full_batch = json.loads(cli("probe", model_file(GOOD.replace("batch_size = 20", "batch_size = 40")), "--json").stdout)
+    # MSE and full-batch GD, but ReLU's c_act = 12 is fitted, not derived: measured, the prediction beside it
+    assert full_batch["eta_max_source"] == "measured" and not full_batch["prediction_exact"]
+    assert full_batch["eta_max_predicted"] == pytest.approx(12 / full_batch["lambda0"])
 
 
 def test_probe_json_has_the_documented_keys(model_file, cli):
@@ -115,6 +117,17 @@ BAD_INPUTS = {
         "import torch\nfrom torch import nn\nmodel = nn.Linear(3, 1)\n"
         "data = (torch.full((8, 3), float('nan')), torch.randn(8, 1))",
         "NaN or inf",
+    ),
+    "inf_target": (
+        "import torch\nfrom torch import nn\nmodel = nn.Linear(3, 1)\n"
+        "data = (torch.randn(8, 3), torch.randn(8, 1).index_fill(0, torch.tensor([2]), float('inf')))",
+        "the targets of a batch contain NaN or inf (1 of 8 values)",
+    ),
+    "float_labels": (
+        "import torch\nfrom torch import nn\nmodel = nn.Linear(3, 4)\nloss = 'cross_entropy'\n"
+        "data = (torch.randn(8, 3), torch.randint(0, 4, (8,)).float())",
+        "cross_entropy needs integer class labels (torch.long) of shape (8,) or class probabilities of shape (8, 4), "
+        "got float32 of shape (8,)",
     ),
     "zero": (
         "import torch\nfrom torch import nn\nmodel = nn.Linear(3, 1)\n"

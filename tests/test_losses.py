@@ -47,6 +47,16 @@ def test_bad_targets_are_explained():
         resolve_loss("cross_entropy").prepare_targets(torch.tensor([0, 1, 2, 3]), out)
     with pytest.raises(InputError, match="do not match model outputs"):
         resolve_loss("mse").prepare_targets(torch.randn(4, 5), out)
+    with pytest.raises(InputError, match=r"contain NaN or inf \(1 of 4 values\)"):
+        resolve_loss("mse").prepare_targets(torch.tensor([0.5, float("inf"), 1.0, 2.0]), torch.randn(4, 1))
+    holed = torch.full((4, 3), 1 / 3)
+    holed[1, :2] = float("nan")
+    with pytest.raises(InputError, match=r"contain NaN or inf \(2 of 12 values\)"):
+        resolve_loss("cross_entropy").prepare_targets(holed, out)
+    with pytest.raises(InputError, match=r"integer class labels \(torch.long\) of shape \(4,\).*got float32 of shape \(4,\)"):
+        resolve_loss("cross_entropy").prepare_targets(torch.tensor([0.0, 1.0, 2.0, 1.0]), out)
+    probabilities = torch.softmax(torch.randn(4, 3), dim=1)  # class probabilities are still targets
+    assert torch.equal(resolve_loss("cross_entropy").prepare_targets(probabilities, out), probabilities)
     with pytest.raises(InputError, match="unknown loss"):
         resolve_loss("hinge")
     with pytest.raises(InputError, match="class weights"):

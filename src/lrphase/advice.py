@@ -1,9 +1,11 @@
 """What lrphase advises: the paper's prediction where it is exact, the measured edge where it is not.
 
 The prediction (:mod:`lrphase.theory.phases`) is exact for an MSE loss under full-batch gradient
-descent (with or without weight decay) on a network whose activation has a measured c_act: there
-the advice is the prediction. Everywhere else — cross-entropy, momentum, minibatches, unknown or
-mixed activations — the divergence edge is measured (:mod:`lrphase.dynamics.stability`) and the advice follows
+descent (with or without weight decay) on a network whose c_act is derived, not fitted: the paper's
+linear-output models (no nonlinearity called, c_act = 4). There the advice is the prediction.
+Everywhere else — ReLU's 12 and tanh's 4 are empirical constants (held-out full-batch ReLU nets
+failed at 3.5–5/λ₀), cross-entropy, momentum, minibatches, unknown or mixed activations — the
+divergence edge is measured (:mod:`lrphase.dynamics.stability`) and the advice follows
 the measurement:
 
 * η_max = the largest rate that trained in the search (the prediction c_act/(g(λ₀ + wd)) is
@@ -44,8 +46,8 @@ ADAPTIVE_DIVISOR = 2.0**2.5
 
 
 def prediction_exact(loss: Loss, optimizer: Optimizer, activation: Activation, *, full_batch: bool) -> bool:
-    """Whether the paper's prediction is exact: MSE, full-batch gradient descent without momentum, a known activation."""
-    return could_be_exact(loss, optimizer, full_batch=full_batch) and activation.known and activation.family != "mixed"
+    """Whether the paper's prediction is exact: MSE, full-batch gradient descent without momentum, a derived c_act."""
+    return could_be_exact(loss, optimizer, full_batch=full_batch) and activation.family == "linear"
 
 
 def could_be_exact(loss: Loss, optimizer: Optimizer, *, full_batch: bool) -> bool:

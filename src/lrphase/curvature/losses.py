@@ -93,10 +93,15 @@ class Loss:
         return apply, apply_t
 
     def prepare_targets(self, y: Any, out: torch.Tensor) -> torch.Tensor:
-        """Targets in the form the loss needs: one-hot for integer labels under MSE."""
+        """Targets in the form the loss needs (one-hot for integer labels under MSE), checked to be finite."""
         if not isinstance(y, torch.Tensor):
             y = torch.as_tensor(y)
         y = y.to(out.device)
+        if y.dtype.is_floating_point and not bool(torch.isfinite(y).all()):
+            bad = int((~torch.isfinite(y)).sum())
+            raise InputError(
+                f"the targets of a batch contain NaN or inf ({bad} of {y.numel()} values): fix or drop those samples' labels"
+            )
         m, k = out.shape
         if self.shift:
             if y.dim() != 2 or y.numel() != m:
@@ -109,8 +114,14 @@ class Loss:
             if y.dtype.is_floating_point and y.shape == out.shape:
                 return y.to(out.dtype)
             if y.dtype.is_floating_point or y.reshape(-1).shape[0] != m:
+                fix = (
+                    "convert class labels with .long() (or use an MSE loss for regression targets)"
+                    if y.dtype.is_floating_point and y.numel() == m
+                    else "give one label, or one probability per class, per sample"
+                )
                 raise InputError(
-                    f"cross-entropy needs one integer class per sample (shape ({m},)), got targets of shape {tuple(y.shape)}"
+                    f"cross_entropy needs integer class labels (torch.long) of shape ({m},) or class probabilities of shape "
+                    f"{tuple(out.shape)}, got {str(y.dtype).removeprefix('torch.')} of shape {tuple(y.shape)}: {fix}"
                 )
             return _class_labels(y, m, k)
         if not y.dtype.is_floating_point and y.reshape(-1).shape[0] == m and k > 1:
