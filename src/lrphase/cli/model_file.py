@@ -34,7 +34,7 @@ from ..errors import InputError
 from ..settings import MODEL_FILE_KEYS
 from .lightning import lightning_entries
 
-FILE_KEYS = ("data", "datamodule", "loss", "output", "label_key")  # read here; MODEL_FILE_KEYS go to the settings
+FILE_KEYS = ("data", "datamodule", "loss", "output", "label_key", "label_index")  # read here; MODEL_FILE_KEYS go to the settings
 
 
 @dataclass(frozen=True)
@@ -151,11 +151,19 @@ def _spec_from_namespace(namespace: dict[str, Any], name: str | None, source: st
     if "data" not in entries:
         raise InputError(f"no data found in {source}: define `data` as a Dataset, a DataLoader or an (X, Y) pair")
     data = entries.pop("data")
-    label_key = entries.pop("label_key", None)
+    label_key, label_index = entries.pop("label_key", None), entries.pop("label_index", None)
+    if label_key is not None and label_index is not None:
+        raise InputError(f"{source} sets both `label_key` and `label_index`: keep the one for its samples (mappings, tuples)")
     if label_key is not None:
         if not isinstance(label_key, str):
             raise InputError(f"`label_key` in {source} must be a string naming the labels' key, got {type(label_key).__name__}")
         data = relabeled(data, label_key)
+    if label_index is not None:
+        if not isinstance(label_index, int) or isinstance(label_index, bool):
+            raise InputError(
+                f"`label_index` in {source} must be an integer (the label's position in a sample), got {label_index!r}"
+            )
+        data = relabeled(data, label_index)
     output = entries.pop("output", None)
     if output is not None:
         model = OutputSelector(model, output, source)

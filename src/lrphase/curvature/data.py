@@ -6,9 +6,10 @@ Accepted forms: a ``Dataset`` (or anything indexable with a length, such as a Hu
 tensors (a tokenizer's output plus ``labels``). A sample, a batch or a
 tuple of tensors with more than two members is ``(x₁, …, xₙ, y)``: every member but the last is a
 model input, as ``TensorDataset(ids, mask, labels)`` yields them (the model is called with
-``model(ids, mask)``). A sample or batch that is a mapping (Hugging Face style) is keyword
-arguments: the model is called with ``model(**batch)`` less the labels, which are the first of
-``LABEL_KEYS`` present (another key: :func:`relabeled`). Batches are drawn
+``model(ids, mask)``; another member as the label: :func:`relabeled`). A sample or batch that
+is a mapping (Hugging Face style) is keyword arguments: the model is called with
+``model(**batch)`` less the labels, which are the first of ``LABEL_KEYS`` present (another key:
+:func:`relabeled`). Batches are drawn
 without replacement by a generator seeded with ``seed``, so they are reproducible and
 the global RNG is never consumed: a few fixed batches for λ₀ (:func:`make_batches`), or the
 endless stream of a training run (:func:`batch_stream`), whose first epoch they are.
@@ -31,6 +32,7 @@ from .isolation import preserved_rng
 Batch = tuple[Any, Any]
 LABEL_KEYS = ("labels", "label", "y", "target", "targets")
 _NAMED_LABEL = "lrphase.label"  # where :func:`relabeled` puts the labels of the key the user named
+Label = str | int  # a mapping sample's label key, or a tuple sample's label index
 
 
 def make_batches(data: Any, *, batch_size: int | None, batches: int, seed: int) -> list[Batch]:
@@ -249,8 +251,10 @@ def to_device(x: Any, device: torch.device, dtype: torch.dtype | None) -> Inputs
     return inputs.to(device, dtype)
 
 
-def relabeled(data: Any, key: str) -> Any:
-    """``data`` whose mapping samples (or batches) take their labels from ``key``."""
+def relabeled(data: Any, key: Label) -> Any:
+    """``data`` whose samples (or batches) take their labels from ``key``: a mapping's key, or a tuple's index."""
+    if isinstance(key, int) and _is_tensor_tuple(data):
+        return _move_label(key, data)
     if isinstance(data, DataLoader):
         collate = functools.partial(_after_collate, key, data.collate_fn)
         if data.batch_size is None:
@@ -263,18 +267,27 @@ def relabeled(data: Any, key: str) -> Any:
         return _RelabeledDataset(Columns(data), key)
     if (isinstance(data, (Dataset, Sequence)) or hasattr(data, "__getitem__")) and not _is_tensor_tuple(data):
         return _RelabeledDataset(data, key)
+    if isinstance(key, int):
+        raise InputError(f"label_index {key} needs data whose samples are tuples (a Dataset, a DataLoader or tensors)")
     raise InputError(f"label_key '{key}' needs data whose samples are mappings (a Dataset or DataLoader of dicts)")
 
 
-def _move_label(key: str, item: Any) -> dict[str, Any]:
-    """``item`` with its ``key`` entry under the key that marks labels named by the user."""
+def _move_label(key: Label, item: Any) -> Any:
+    """``item`` with its ``key`` entry under the key that marks labels named by the user, or its ``key``-th member last."""
+    if isinstance(key, int):
+        if not isinstance(item, (tuple, list)):
+            raise InputError(f"label_index {key} needs tuple samples, got a {type(item).__name__}: use label_key for mappings")
+        if not -len(item) <= key < len(item):
+            raise InputError(f"label_index {key} is out of range for samples of {len(item)} members: 0 is the first, -1 the last")
+        index = key % len(item)
+        return (*item[:index], *item[index + 1 :], item[index])
     if not isinstance(item, Mapping) or key not in item:
         keys = sorted(map(str, item)) if isinstance(item, Mapping) else type(item).__name__
         raise InputError(f"label_key '{key}' is not a key of the data's samples ({keys}): name one of them")
     return {**{k: v for k, v in item.items() if k != key}, _NAMED_LABEL: item[key]}
 
 
-def _after_collate(key: str, collate: Callable[[list], Any], samples: list) -> dict[str, Any]:
+def _after_collate(key: Label, collate: Callable[[list], Any], samples: list) -> Any:
     return _move_label(key, collate(samples))
 
 
@@ -292,11 +305,11 @@ class Columns(Dataset):
 
 
 class _RelabeledDataset(Dataset):
-    def __init__(self, dataset: Any, key: str) -> None:
+    def __init__(self, dataset: Any, key: Label) -> None:
         self.dataset, self.key = dataset, key
 
     def __len__(self) -> int:
         return len(self.dataset)
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
+    def __getitem__(self, index: int) -> Any:
         return _move_label(self.key, self.dataset[index])

@@ -159,7 +159,7 @@ def estimate_lambda0(
         batch_list = make_batches(data, batch_size=batch_size, batches=batches, seed=seed)
         clone, modes = working_copy(model, device=target, dtype=dtype)
         inputs = [to_device(x, target, dtype) for x, _ in batch_list]
-        nonlinearities = _validating_forward(clone, inputs[0], seed)
+        nonlinearities = _validating_forward(clone, inputs[0], batch_list[0][1], seed)
         mode: str = jvp_mode
         results: list[BatchCurvature] = []
         notes: list[str] = []
@@ -252,8 +252,8 @@ def _chunking(clone: nn.Module, x: Inputs, chunk_size: int | None, seed: int, no
     return chunk_size
 
 
-def _validating_forward(clone: nn.Module, x: Inputs, seed: int) -> tuple[str, ...]:
-    """Run one forward pass on the copy: check the data fits, and record the nonlinearities."""
+def _validating_forward(clone: nn.Module, x: Inputs, y: Any, seed: int) -> tuple[str, ...]:
+    """Run one forward pass on the copy: check the data fits (``y``: the batch's targets), and record the nonlinearities."""
     recorder = NonlinearityRecorder()
     try:
         with torch.no_grad(), recorder, recorder.naming_modules(clone), math_attention():
@@ -261,12 +261,26 @@ def _validating_forward(clone: nn.Module, x: Inputs, seed: int) -> tuple[str, ..
             out = x.call(clone)
     except Exception as exc:  # noqa: BLE001 - any failure here means the data does not fit the model
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        fix = _labels_first(x, y) or "make the data match the model's expected inputs (shape, dtype, names)"
         raise InputError(
-            f"the model failed on a batch of inputs of shape {x.describe()} ({type(exc).__name__}: {first}); "
-            "make the data match the model's expected inputs (shape, dtype, names)"
+            f"the model failed on a batch of inputs of shape {x.describe()} ({type(exc).__name__}: {first}); {fix}"
         ) from exc
     select_output(out)
     return tuple(sorted(recorder.seen))
+
+
+def _labels_first(x: Inputs, y: Any) -> str | None:
+    """The fix when the first input looks like the batch's labels: a 1-D integer tensor, one value per sample."""
+    label = x.args[0] if x.args else None
+    samples = y.shape[0] if isinstance(y, torch.Tensor) and y.dim() > 0 else None
+    if not isinstance(label, torch.Tensor) or label.dim() != 1 or label.shape[0] != samples:
+        return None
+    if label.dtype.is_floating_point or label.dtype.is_complex or label.dtype == torch.bool:
+        return None
+    return (
+        f"the first input looks like the labels ({samples} integers, one per sample): if the batch puts them first, "
+        "as in (label, text, offsets), set `label_index = 0` in the model file"
+    )
 
 
 def _first_row(local_rows: int, local_samples: int | None, samples: int | None) -> int:

@@ -11,6 +11,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from ...advice import Advice
 from ...dynamics.stability import EdgeMeasurement
 from ...theory.optimizers import Optimizer
 from ...workflows.probe import ProbeResult
@@ -77,6 +78,7 @@ def probe_to_dict(result: ProbeResult, *, source: str | None = None) -> dict[str
         "loss_formula": est.loss.formula,
         "phases": {name: [lo, finite_or_none(hi)] for name, (lo, hi) in advice.ranges().items()},
         "recommendation_rule": advice.rule,
+        "recommended_phase": advice.phase_names[advice.phase_of(advice.eta_recommended)],
         "confidence": advice.confidence,
         "caveats": list(advice.caveats),
         "measurement": measurement_to_dict(advice.measurement) if advice.measurement else None,
@@ -191,7 +193,23 @@ def render_probe(result: ProbeResult, console: Console, *, source: str | None = 
         phases.add_row("catapult", "none", "no window: the curvature sharpens up to the divergence edge")
     phases.add_row("divergent", f"η > {advice.eta_max:.4g}", "loss diverges" + (" (measured)" if measurement else ""))
     console.print(phases)
+    console.print(f"[dim]{recommended_phase_note(advice)}[/]")
     _diagnostics(result, console)
+
+
+def recommended_phase_note(advice: Advice) -> str:
+    """Which phase the recommended rate lies in, and why it lies there, in one sentence."""
+    phase = advice.phase_of(advice.eta_recommended)
+    if advice.source == "predicted":
+        return (
+            f"the recommended rate is in the {phase} phase: the midpoint of η_crit and a safe fraction of η_max (the rule above)"
+        )
+    if phase == "lazy":
+        return (
+            f"the recommended rate is in the lazy phase, below η_crit = {advice.eta_crit:.4g}: a quarter of the measured edge "
+            "trained best on the training-quality benchmark (benchmarks/RESULTS.md), and here it falls below the catapult window"
+        )
+    return "the recommended rate is in the catapult phase: expect the loss to spike in the first steps and then converge"
 
 
 def _adaptive_rows(table: Table, result: ProbeResult) -> None:
