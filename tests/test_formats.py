@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections import OrderedDict
+from pathlib import Path
 
 import pytest
 import torch
@@ -203,6 +204,53 @@ def test_label_key_and_output_name_the_members_to_use(model_file, cli, monkeypat
     assert hidden.exit_code == 2 and "shape (60,)" in hidden.output  # one row per token of the (12, 5, 8) member
     wrong = cli("probe", model_file(HF_STYLE_FILE + "output = 'pooler'\n"), "--no-measure")
     assert wrong.exit_code == 2 and "'pooler'" in wrong.output
+
+
+def test_label_index_reads_the_tutorials_label_first_batches(model_file, cli):
+    """PyTorch's text-classification tutorial collates ``(label, text, offsets)``: ``label_index = 0`` says so."""
+    example = (Path(__file__).parents[1] / "examples" / "embeddingbag_text.py").read_text(encoding="utf-8")
+    label_first = example.replace("return (text_list, offsets), label_list", "return label_list, text_list, offsets")
+    assert label_first != example
+    args = ("--json", "--no-measure", "--batches", "1")
+    unread = cli("probe", model_file(label_first), *args)
+    assert unread.exit_code == 2 and unread.stderr.strip().count("\n") == 0, unread.output
+    assert "the first input looks like the labels (64 integers, one per sample)" in unread.stderr
+    assert "set `label_index = 0`" in unread.stderr
+    read = cli("probe", model_file(label_first + "label_index = 0\n"), *args)
+    plain = cli("probe", model_file(example), *args)
+    assert read.exit_code == 0 and plain.exit_code == 0, read.output
+    assert json.loads(read.stdout)["lambda0"] == pytest.approx(json.loads(plain.stdout)["lambda0"], rel=1e-9)
+
+
+LABEL_LAST = """
+import torch
+from torch import nn
+gen = torch.Generator().manual_seed(0)
+x, y = torch.randn(16, 3, generator=gen), torch.randn(16, 2, generator=gen)
+model = nn.Linear(3, 2)
+"""
+
+
+@pytest.mark.parametrize(
+    ("tail", "message"),
+    [
+        ("data = (y, x)\nlabel_index = 0", None),
+        ("data = torch.utils.data.TensorDataset(y, x)\nlabel_index = -2", None),
+        ("data = (x, y)\nlabel_index = 2", "label_index 2 is out of range for samples of 2 members"),
+        ("data = (x, y)\nlabel_index = '0'", "`label_index` in"),
+        ("data = {'x': x, 'labels': y}\nlabel_index = 0", "label_index 0 needs tuple samples, got a dict"),
+        ("data = (x, y)\nlabel_index = 1\nlabel_key = 'y'", "sets both `label_key` and `label_index`"),
+    ],
+)
+def test_label_index_picks_any_member_of_a_tuple(model_file, cli, tail, message):
+    args = ("--json", "--no-measure", "--batches", "1")
+    result = cli("probe", model_file(LABEL_LAST + tail), *args)
+    if message is not None:
+        assert result.exit_code == 2 and message in result.stderr and result.stderr.strip().count("\n") == 0, result.output
+        return
+    plain = cli("probe", model_file(LABEL_LAST + "data = (x, y)"), *args)
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["lambda0"] == pytest.approx(json.loads(plain.stdout)["lambda0"], rel=1e-9)
 
 
 def test_activation_modules_of_other_libraries_are_named_by_their_class():
