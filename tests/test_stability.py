@@ -50,6 +50,7 @@ def test_search_brackets_the_linear_stability_edge_of_a_quadratic(optimizer, fac
     gen = torch.Generator().manual_seed(1)
     x = torch.randn(32, 5, generator=gen, dtype=torch.float64)
     y = torch.randn(32, 1, generator=gen, dtype=torch.float64)
+    torch.manual_seed(0)  # the initial weights, not the global RNG state that earlier tests left behind
     model = nn.Linear(5, 1, bias=False).double()
     lambda0 = torch.linalg.eigvalsh(x.T @ x / 32)[-1].item()  # H of L = 1/(2m) Σ (w·x − y)²
     edge = factor / lambda0 if factor else 2.0 / (lambda0 + optimizer.weight_decay)
