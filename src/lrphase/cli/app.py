@@ -33,6 +33,7 @@ app = typer.Typer(
 )
 
 Progress = Callable[[int, int], None] | None
+TYPICAL_RUNS = 5  # runs of a stability search, for the progress bar's time left
 
 
 def _version(value: bool) -> None:
@@ -109,13 +110,14 @@ def _progress(description: str, *, quiet: bool) -> Iterator[Progress]:
         yield None
         return
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     with Progress(
         TextColumn("{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
+        TimeRemainingColumn(),
         console=Console(stderr=True),
         transient=True,
     ) as bar:
@@ -131,15 +133,16 @@ def _progress(description: str, *, quiet: bool) -> Iterator[Progress]:
 def _measured_runs(update: Progress) -> Iterator[Callable[[Any], None]]:
     """An ``on_run`` callback for the stability search that keeps what it measured.
 
-    It moves the progress bar on by one step per run, and when the command is interrupted the
-    runs finished so far are printed on stderr, so none is lost.
+    It moves the progress bar on by one step per run, out of ``TYPICAL_RUNS`` (a search usually
+    takes 4–6), so the bar shows the time left from the first run on; when the command is
+    interrupted the runs finished so far are printed on stderr, so none is lost.
     """
     runs: list[Any] = []
 
     def on_run(run: Any) -> None:
         runs.append(run)
         if update is not None:
-            update(len(runs), len(runs) + 1)
+            update(len(runs), max(TYPICAL_RUNS, len(runs) + 1))
 
     try:
         yield on_run
