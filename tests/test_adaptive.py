@@ -209,3 +209,7 @@ def test_sweep_runs_adam_and_tracks_the_preconditioned_curvature():
     assert calm.run.lr == 1e-3 and wild.run.lr == 3.0
     assert calm.verdict.phase == "lazy" and wild.verdict.phase != "lazy"
     assert math.isfinite(calm.run.lambda_end)
+    from lrphase.cli.render.dynamics import sweep_to_dict
+
+    out = sweep_to_dict(result)
+    assert out["adaptive"]["eta_edge"] == pytest.approx(38 / out["adaptive"]["lambda_p0"])

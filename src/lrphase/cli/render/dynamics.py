@@ -117,6 +117,7 @@ def sweep_to_dict(result: SweepResult, *, source: str | None = None) -> dict[str
         "eta_max_empirical": result.eta_max_empirical,
         "eta_max_bracket": [result.max.below, result.max.above] if result.max else None,
         "c_act_fitted": result.c_act_fitted,
+        "adaptive": result.probe.advice.adaptive.to_dict() if result.probe.advice.adaptive else None,
         "loss": result.probe.estimate.loss.name,
         "optimizer": result.optimizer.describe(),
         "steps": result.steps,
@@ -132,7 +133,9 @@ def render_sweep(result: SweepResult, console: Console, *, source: str | None = 
     table = Table(
         title=f"{title} ({result.steps} steps, {result.optimizer.describe()})", title_justify="left", header_style="bold"
     )
-    for column in ("η", "η·λ₀", "phase", "peak L/L₀", "final L/L₀", "λ_end", "loss (log)"):
+    adaptive = result.probe.advice.adaptive
+    curvature = "λᴾ_end/Fᴾ" if result.optimizer.adaptive else "λ_end"
+    for column in ("η", "η·λ₀", "phase", "peak L/L₀", "final L/L₀", curvature, "loss (log)"):
         table.add_column(column, justify="left" if column in ("phase", "loss (log)") else "right")
     for r in result.runs:
         v, run = r.verdict, r.run
@@ -149,11 +152,21 @@ def render_sweep(result: SweepResult, console: Console, *, source: str | None = 
     summary = Table(title="phase boundaries", title_justify="left", header_style="bold")
     for column in ("", "predicted", "empirical", "bracket"):
         summary.add_column(column)
-    summary.add_row("η_crit", f"{ph.eta_crit:.4g} (2/λ₀)", _fmt(result.eta_crit_empirical), _bracket(result.crit))
-    summary.add_row("η_max", f"{ph.eta_max:.4g} ({ph.c_act:g}/λ₀)", _fmt(result.eta_max_empirical), _bracket(result.max))
-    fitted = f"{result.c_act_fitted:.3g}" if result.c_act_fitted is not None else "—"
-    summary.add_row("c_act", f"{ph.c_act:g}", fitted, "η_max,emp · λ₀")
+    if result.optimizer.adaptive:
+        edge = f"{adaptive.eta_edge:.4g} ({adaptive.formula})" if adaptive else "— (no theory for this optimizer)"
+        summary.add_row("edge (λᴾ starts falling)", edge, _fmt(result.eta_crit_empirical), _bracket(result.crit))
+        summary.add_row("η_max", "— (measured only)", _fmt(result.eta_max_empirical), _bracket(result.max))
+    else:
+        summary.add_row("η_crit", f"{ph.eta_crit:.4g} (2/λ₀)", _fmt(result.eta_crit_empirical), _bracket(result.crit))
+        summary.add_row("η_max", f"{ph.eta_max:.4g} ({ph.c_act:g}/λ₀)", _fmt(result.eta_max_empirical), _bracket(result.max))
+        fitted = f"{result.c_act_fitted:.3g}" if result.c_act_fitted is not None else "—"
+        summary.add_row("c_act", f"{ph.c_act:g}", fitted, "η_max,emp · λ₀")
     console.print(summary)
+    if result.optimizer.adaptive:
+        console.print(
+            f"[dim]{result.optimizer.describe()}: the curvature column is λᴾ/Fᴾ with P the optimizer's state at the run's end, "
+            "so η·λ = 2 marks its predicted edge as for gradient descent; catapult: λᴾ fell from above that edge to below[/]"
+        )
     console.print(f"[dim]λ₀ = {result.lambda0:.5g} measured on the training batch ({result.probe.estimate.loss.formula})[/]")
     if result.crit is None or result.max is None:
         console.print("[yellow]note:[/] a boundary was not bracketed by the grid; widen it with --lrs or --points")

@@ -32,10 +32,17 @@ def plot_sweep(result: SweepResult, path: str | Path) -> Path:
     lrs = [r.run.lr for r in result.runs]
     curvature.scatter(lrs, [r.run.lambda_end for r in result.runs], c=[COLORS[r.verdict.phase] for r in result.runs], zorder=3)
     curvature.plot(lrs, [2 / lr for lr in lrs], "k--", lw=1, label="2/η")
-    curvature.axvline(ph.eta_crit, color="tab:green", ls=":", label="η_crit = 2/λ₀ (predicted)")
-    curvature.axvline(ph.eta_max, color="tab:red", ls=":", label=f"η_max = {ph.c_act:g}/λ₀ (predicted)")
+    adaptive = result.probe.advice.adaptive
+    if result.optimizer.adaptive:  # the curvature is λᴾ/Fᴾ: its edge is 2/η too
+        if adaptive is not None:
+            curvature.axvline(adaptive.eta_edge, color="tab:green", ls=":", label=f"edge {adaptive.formula} (predicted)")
+        ylabel = "λᴾ/Fᴾ at the end"
+    else:
+        curvature.axvline(ph.eta_crit, color="tab:green", ls=":", label="η_crit = 2/λ₀ (predicted)")
+        curvature.axvline(ph.eta_max, color="tab:red", ls=":", label=f"η_max = {ph.c_act:g}/λ₀ (predicted)")
+        ylabel = "λ at the end"
     curvature.set(
-        xscale="log", yscale="log", xlabel="learning rate η", ylabel="λ at the end", title=f"curvature after {result.steps} steps"
+        xscale="log", yscale="log", xlabel="learning rate η", ylabel=ylabel, title=f"curvature after {result.steps} steps"
     )
     curvature.xaxis.set_minor_formatter(NullFormatter())
     curvature.legend(fontsize=8)
