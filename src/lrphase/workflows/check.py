@@ -146,7 +146,8 @@ def place(phases: Advice, lr: float, *, accept: Sequence[str], margin: float = 0
             f"lr {lr:.4g} is {phase} (η·λ₀ = {lr * phases.lambda0:.3g}; lazy below η_crit = {phases.eta_crit:.4g}, "
             f"divergent from η_max = {phases.eta_max:.4g}, {phases.source})"
         )
-    accepted = ", ".join(accept)
+    names: dict[str, str] = {str(phase): name for phase, name in phases.phase_names.items()}
+    accepted = ", ".join(dict.fromkeys(names.get(name, name) for name in accept))
     if ok:
         return Placement(phase, True, None, f"{where}: passes (accepted: {accepted})")
     suggestion = _suggest(phases, accept=accept, margin=margin)
