@@ -213,3 +213,27 @@ def test_sweep_runs_adam_and_tracks_the_preconditioned_curvature():
 
     out = sweep_to_dict(result)
     assert out["adaptive"]["eta_edge"] == pytest.approx(38 / out["adaptive"]["lambda_p0"])
+
+
+def test_the_bundled_adamw_example_checks_its_own_rate_and_its_advice_trains(cli):
+    pytest.importorskip("sklearn", reason="examples/digits_adamw.py needs scikit-learn")
+    from pathlib import Path
+
+    from lrphase.cli.model_file import load_spec
+
+    path = str(Path(__file__).parents[1] / "examples" / "digits_adamw.py")
+    out = json.loads(cli("check", path, "--json").stdout)
+    assert out["exit_code"] == 0 and out["lr"] == 1e-3 and out["optimizer"]["class"] == "torch.optim.adamw.AdamW"
+    spec = load_spec(path)
+    x, y = spec.data
+    rate = out["eta_recommended"]
+    net = copy.deepcopy(spec.model)
+    optimizer = torch.optim.AdamW(net.parameters(), lr=rate, weight_decay=0.01)
+    order = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))
+    for start in range(0, 3 * len(x) - 64, 64):  # three epochs of minibatches of 64
+        idx = order[torch.arange(start, start + 64) % len(x)]
+        optimizer.zero_grad()
+        F.cross_entropy(net(x[idx]), y[idx]).backward()
+        optimizer.step()
+    with torch.no_grad():
+        assert (net(x).argmax(dim=1) == y).float().mean() > 0.95
