@@ -80,6 +80,7 @@ class Trainer:
         self._inputs = Inputs.of(self.x)
         self._vectors: dict[bool, torch.Tensor] = {}  # the last top eigenvector, plain (False) and preconditioned (True)
         self._lambda_init: float | None = None
+        self._lambda_p_init: float | None = None
 
     def start_from(self, initial: LanczosResult) -> None:
         """Use an already computed top pair at initialization (same batch, same loss)."""
@@ -139,17 +140,18 @@ class Trainer:
 
         The step is taken at rate 0 on a fresh copy, with the gradient of this batch (the run's first), so
         P is the one the first real step divides by. None for SGD, or an optimizer whose P is unknown.
+        Computed once for all runs.
         """
-        if self.optimizer.applies:
-            return None
+        if self.optimizer.applies or self._lambda_p_init is not None:
+            return self._lambda_p_init
         model = copy.deepcopy(self.clone)
         stepper = Stepper(model, self.optimizer, 0.0)
         value = self.loss.value(seeded_forward(model, self._inputs, seed=self.seed), self.target)
         stepper.step(torch.autograd.grad(value, stepper.params, allow_unused=True))
         inverse = stepper.inverse_preconditioner()
-        if inverse is None:
-            return None
-        return self.curvature(model, inverse)
+        if inverse is not None:
+            self._lambda_p_init = self.curvature(model, inverse)
+        return self._lambda_p_init
 
     def run(
         self,
@@ -172,17 +174,14 @@ class Trainer:
         model = copy.deepcopy(self.clone)
         stepper = Stepper(model, self.optimizer, lr)
         losses: list[float] = []
-        adaptive = self.optimizer.adaptive
+        scale = self.optimizer.preconditioned_factor or 1.0
 
         def measured(model: nn.Module) -> float:
             """λ_t, or λᴾ_t in units of Fᴾ for an adaptive optimizer (so that η·λ = 2 is its edge too)."""
-            inverse = stepper.inverse_preconditioner() if adaptive else None
-            if inverse is None:
-                return self.curvature(model)
-            return self.curvature(model, inverse) / (self.optimizer.preconditioned_factor or 1.0)
+            inverse = stepper.inverse_preconditioner()
+            return self.curvature(model) if inverse is None else self.curvature(model, inverse) / scale
 
-        start = self.initial_preconditioned_curvature() if adaptive else None
-        scale = self.optimizer.preconditioned_factor or 1.0
+        start = self.initial_preconditioned_curvature()
         curvature = [(0, start / scale if start is not None else self.initial_curvature())]
         stopped, tracker, next_check = None, None, 0
         for step in range(steps + 1):

@@ -33,6 +33,16 @@ to buy room against minibatch noise, Nesterov's smaller one is kept. The constan
 calibrated on the training-quality benchmark (``benchmarks/training_quality.py``), whose
 results are in ``benchmarks/RESULTS.md``.
 
+**An adaptive optimizer** (Adam, AdamW, any optimizer but SGD) runs as its own class
+(:class:`lrphase.dynamics.runs.Stepper`) for ``ADAPTIVE_STEPS`` steps, with L_t measured after each
+of the first ``SPIKE_STEPS`` steps and every ``CHECK_EVERY`` after. Such optimizers rarely blow up
+at a bad rate: the loss jumps in the first steps, then plateaus or limps on, and the full run ends
+far below the best score. So the run fails, and stops at once, when r_t > ``SPIKE_RATIO`` = 1 (the
+loss rose above its start), besides a non-finite loss and no progress; there is no curvature test
+(Adam trains at its edge of stability, λᴾ ≈ 2Fᴾ/η). On the Adam calibration models
+(``benchmarks/adam_quality.py``) no rate below the edge ever rose above its start, and every jump
+came within the first 7 steps. A run that trained ends with λᴾ, with the run's own P.
+
 **The search** runs rates on the lattice η_s·2^(j/4). It starts at η_s, placed by λ₀:
 η_s = c_s √(1 − β)/(λ₀ + wd) with c_s = ``START_CROSS_ENTROPY`` for cross-entropy and
 c_s = c_act/2 otherwise; with momentum β = 0.9 the edge was seen 1–20× below plain SGD's (up to
@@ -40,7 +50,8 @@ momentum's long-run gain 1/(1 − β)), and √(1 − β) starts in the middle. 
 rate while runs train and halves it while they fail (at most ``MAX_DOUBLINGS`` times), then
 ``BISECTIONS`` runs at geometric midpoints narrow the bracket to a factor 2^(1/4). The measured
 η_max is the largest rate that trained below the smallest that failed; the λ_t of the runs show
-how far the curvature sharpened from λ₀.
+how far the curvature sharpened from λ₀. An adaptive optimizer's search starts at its predicted
+edge 2Fᴾ/λᴾ₀ (:mod:`lrphase.theory.adaptive`), or at ``ADAPTIVE_FALLBACK_START`` without one.
 """
 
 from __future__ import annotations

@@ -70,8 +70,6 @@ ADAPTIVE = (
 )
 OPTIMIZERS = ("sgd", *ADAPTIVE)
 ADAM_FAMILY = ("adam", "adamw", "adamax", "nadam", "radam")
-# constructor options lrphase reads from its settings (--betas, --eps, …) for an optimizer given by name
-NAMED_OPTIONS = ("betas", "eps", "weight_decay", "momentum", "amsgrad")
 CANNOT_STEP = {
     "lbfgs": "LBFGS needs a closure that re-evaluates the loss at every step, which short training runs do not give it",
     "sparseadam": "SparseAdam needs sparse gradients (nn.Embedding(sparse=True)) only",
@@ -136,8 +134,8 @@ class Optimizer:
     def named(cls, name: str, **hyper: Any) -> Optimizer:
         """The optimizer of a name (``"sgd"``, ``"adamw"``, …) with hyperparameters given by keyword (None: unset).
 
-        SGD takes ``momentum``, ``nesterov``, ``weight_decay`` and ``dampening``; any other
-        optimizer those of :data:`NAMED_OPTIONS` its ``torch.optim`` class accepts (another is an error).
+        SGD takes ``momentum``, ``nesterov``, ``weight_decay`` and ``dampening``; any other optimizer the
+        keyword arguments of its ``torch.optim`` class (``betas``, ``eps``, …; another is an error).
         """
         name = name.lower()
         if name == "sgd":
@@ -202,16 +200,7 @@ class Optimizer:
                 )
             own = _set_options(type(optimizer), group)
             groups.append(ParamGroup(tuple(index[id(p)] for p in group["params"]), float(group["lr"]) / base, _options(own)))
-        return cls(
-            name=spec.name,
-            momentum=spec.momentum,
-            nesterov=spec.nesterov,
-            weight_decay=spec.weight_decay,
-            dampening=spec.dampening,
-            options=spec.options,
-            torch_class=type(optimizer),
-            groups=tuple(groups),
-        )
+        return replace(spec, torch_class=type(optimizer), groups=tuple(groups))
 
     def option(self, key: str, default: Any = None) -> Any:
         """A constructor option of a non-SGD optimizer: as given, else the class's default, else ``default``."""
