@@ -252,6 +252,8 @@ class Optimizer:
         """Why λ₀'s prediction does not apply (None when it does)."""
         if self.applies:
             return None
+        if self.cannot_step:
+            return f"lrphase cannot run {self.name} ({self.cannot_step}), and λ₀'s prediction holds for SGD only"
         return (
             f"{self.name} is adaptive: it rescales each coordinate by running gradient statistics, so its "
             "stability is set by the preconditioned curvature λᴾ, not by λ₀"
