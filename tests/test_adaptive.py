@@ -237,3 +237,14 @@ def test_the_bundled_adamw_example_checks_its_own_rate_and_its_advice_trains(cli
         optimizer.step()
     with torch.no_grad():
         assert (net(x).argmax(dim=1) == y).float().mean() > 0.95
+
+
+def test_a_named_optimizer_takes_betas_and_eps_from_the_model_file_and_the_config(model_file, cli, tmp_path):
+    head = ADAMW_FILE.split("    optimizer =")[0]
+    path = model_file(head + '    optimizer = "adamw"\n    betas = (0.8, 0.99)\n    lr = 1e-3\n')
+    out = json.loads(cli("check", path, "--json", "--no-measure").stdout)
+    assert out["optimizer"]["class"] == "torch.optim.adamw.AdamW" and out["optimizer"]["options"]["betas"] == [0.8, 0.99]
+    config = tmp_path / "pyproject.toml"
+    config.write_text("[tool.lrphase]\neps = 1e-6\nbetas = [0.5, 0.9]\n", encoding="utf-8")
+    out = json.loads(cli("check", path, "--config", str(config), "--json", "--no-measure").stdout)
+    assert out["optimizer"]["options"] == {"betas": [0.5, 0.9], "eps": 1e-6}  # the config wins over the file
