@@ -70,13 +70,18 @@ def confirm(
         run = trainer.run(lr, steps, track_every=track_every)
         verdict = classify_run(run.losses, lr, lambda_start=run.lambda_start, lambda_end=run.lambda_end)
         runs.append(ConfirmedRun(role, ph.phase_of(lr), run, verdict))
-    return Confirmation(tuple(runs), trainer.optimizer, _advice(runs[0], steps))
+    return Confirmation(tuple(runs), trainer.optimizer, _advice(runs[0], steps, adaptive=trainer.optimizer.adaptive))
 
 
-def _advice(recommended: ConfirmedRun, steps: int) -> str | None:
+def _advice(recommended: ConfirmedRun, steps: int, *, adaptive: bool = False) -> str | None:
     phase = recommended.verdict.phase
-    if phase == "catapult":
+    if phase == "catapult" or (adaptive and phase == "lazy"):  # an adaptive optimizer's recommendation is meant to be stable
         return None
+    if adaptive and phase == "divergent":
+        return (
+            "the recommended rate diverged on this batch: its edge lies lower than the runs measured; "
+            "rerun with more --measure-steps"
+        )
     if phase == "lazy":
         return (
             "the recommended rate stayed lazy: the real η_crit is higher than 2/λ₀ here (λ₀ from other "
