@@ -129,7 +129,7 @@ def test_table_output_and_json_keys(warmup, check, as_json):
         "probe",
     ):
         assert key in out
-    assert out["schema"] == "lrphase.check/2" and out["probe"]["schema"] == "lrphase.probe/2"
+    assert out["schema"] == "lrphase.check/3" and out["probe"]["schema"] == "lrphase.probe/3"
     assert out["accept"] == ["lazy", "catapult"] and out["applies"] is True and out["converged"] is True
 
 

@@ -1,4 +1,4 @@
-"""Rendering a check for people (rich), machines (JSON ``lrphase.check/2``) and CI (GitHub annotations)."""
+"""Rendering a check for people (rich), machines (JSON ``lrphase.check/3``) and CI (GitHub annotations)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from ...errors import ExitCode
 from ...workflows.check import CheckResult
 from .probe import probe_to_dict, render_measurement
 
-CHECK_SCHEMA = "lrphase.check/2"
+CHECK_SCHEMA = "lrphase.check/3"
 ANNOTATION_TITLE = "lrphase check"
 ANNOTATION_LEVELS = {ExitCode.FAILED: "error", ExitCode.NOT_CONVERGED: "error", ExitCode.NOT_APPLICABLE: "warning"}
 

@@ -1,6 +1,6 @@
 """Rendering results for people (rich tables) and machines (JSON with stable keys).
 
-JSON schema ``lrphase.probe/2`` — docs/cli.md lists every key.
+JSON schema ``lrphase.probe/3`` — docs/cli.md lists every key.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from ...dynamics.stability import EdgeMeasurement
 from ...theory.optimizers import Optimizer
 from ...workflows.probe import ProbeResult
 
-PROBE_SCHEMA = "lrphase.probe/2"
+PROBE_SCHEMA = "lrphase.probe/3"
 
 
 def finite_or_none(x: float | None) -> float | None:
