@@ -39,7 +39,7 @@ from .theory.activations import Activation
 from .theory.adaptive import AdaptivePrediction
 from .theory.optimizers import Optimizer
 from .theory.phases import PhasePrediction
-from .vocabulary import Confidence, Phase, Source
+from .vocabulary import PHASES, Confidence, Phase, Source
 
 RECOMMEND_DIVISOR = 4.0
 ADAPTIVE_DIVISOR = 2.0**2.5
@@ -91,7 +91,7 @@ class Advice:
         """What each phase is called for this optimizer: an adaptive one's are stable and unstable."""
         if self.optimizer.adaptive:
             return {"lazy": "stable", "catapult": "stable", "divergent": "unstable"}
-        return {phase: phase for phase in ("lazy", "catapult", "divergent")}
+        return {phase: phase for phase in PHASES}
 
     @property
     def eta_max_predicted(self) -> float:

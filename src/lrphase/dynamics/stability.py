@@ -157,13 +157,17 @@ def start_rate(lambda0: float, loss: Loss, optimizer: Optimizer, c_act: float) -
     """
     c_start = START_CROSS_ENTROPY if loss.is_cross_entropy else c_act / 2.0
     exact = c_start * math.sqrt(1.0 - optimizer.momentum) / optimizer.curvature(lambda0)
-    return 2.0 ** (round(START_GRID * math.log2(exact)) / START_GRID)
+    return _on_grid(exact)
 
 
 def adaptive_start_rate(eta_edge: float | None) -> float:
     """An adaptive optimizer's first rate: its predicted edge, else ``ADAPTIVE_FALLBACK_START``, on the 2^(1/16) grid."""
-    exact = eta_edge if eta_edge is not None and math.isfinite(eta_edge) and eta_edge > 0 else ADAPTIVE_FALLBACK_START
-    return 2.0 ** (round(START_GRID * math.log2(exact)) / START_GRID)
+    return _on_grid(eta_edge if eta_edge is not None and math.isfinite(eta_edge) and eta_edge > 0 else ADAPTIVE_FALLBACK_START)
+
+
+def _on_grid(rate: float) -> float:
+    """``rate`` snapped to the nearest power of 2^(1/``START_GRID``) (see :func:`start_rate`)."""
+    return 2.0 ** (round(START_GRID * math.log2(rate)) / START_GRID)
 
 
 @dataclass

@@ -43,6 +43,7 @@ never a reimplementation of its update.
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -140,7 +141,7 @@ class Optimizer:
         name = name.lower()
         if name == "sgd":
             return cls().with_hyperparameters(**hyper)
-        torch_class = getattr(torch.optim, _TORCH_NAMES.get(name, ""), None)
+        torch_class = _torch_class(name)
         base = cls(name=name) if torch_class is None else cls.from_class(torch_class)
         return base.with_hyperparameters(**hyper)
 
@@ -170,7 +171,7 @@ class Optimizer:
                 raise InputError(f"{', '.join(unknown)} do not apply to SGD: drop them or name another optimizer")
             values: dict[str, Any] = {key: bool(value) if key == "nesterov" else float(value) for key, value in hyper.items()}
             return replace(self, **values)
-        defaults = _constructor_defaults(self.resolved_class) if self.resolved_class is not None else None
+        defaults = self._constructor_defaults
         unknown = sorted(set(hyper) - set(defaults)) if defaults is not None else []
         if unknown:
             hint = " (Adam's momentum is betas[0])" if "momentum" in unknown and self.name in ADAM_FAMILY else ""
@@ -207,8 +208,7 @@ class Optimizer:
         given = dict(self.options)
         if key in given:
             return given[key]
-        defaults = _constructor_defaults(self.resolved_class) if self.resolved_class is not None else None
-        found = (defaults or {}).get(key, inspect.Parameter.empty)
+        found = (self._constructor_defaults or {}).get(key, inspect.Parameter.empty)
         return default if found is inspect.Parameter.empty else found
 
     @property
@@ -240,7 +240,12 @@ class Optimizer:
         """The optimizer class the runs build (``torch.optim.SGD`` for SGD)."""
         if self.applies:
             return torch.optim.SGD
-        return self.torch_class or getattr(torch.optim, _TORCH_NAMES.get(self.name, ""), None)
+        return self.torch_class or _torch_class(self.name)
+
+    @property
+    def _constructor_defaults(self) -> dict[str, Any] | None:
+        """The keyword arguments the optimizer's class takes, with their defaults (None: unknown, or ``**kwargs``)."""
+        return _constructor_defaults(self.resolved_class) if self.resolved_class is not None else None
 
     @property
     def plain(self) -> bool:
@@ -310,11 +315,11 @@ class Optimizer:
         torch_class = self.resolved_class
         if torch_class is None or self.cannot_step:
             raise InputError(f"cannot run {self.name}: {self.cannot_step}")
-        if self.applies:
-            sgd = dict(momentum=self.momentum, nesterov=self.nesterov, weight_decay=self.weight_decay, dampening=self._dampening)
-            base: dict[str, Any] = sgd
-        else:
-            base = dict(self.options)
+        base: dict[str, Any] = (
+            dict(momentum=self.momentum, nesterov=self.nesterov, weight_decay=self.weight_decay, dampening=self._dampening)
+            if self.applies
+            else dict(self.options)
+        )
         if not self.groups:
             trainable = [p for p in parameters if p.requires_grad]
             return torch_class(trainable, lr=lr, **base)
@@ -403,6 +408,12 @@ _TORCH_NAMES = {
 }
 
 
+def _torch_class(name: str) -> type | None:
+    """``torch.optim``'s class of a lowercase optimizer name (None when torch has none)."""
+    return getattr(torch.optim, _TORCH_NAMES.get(name, ""), None)
+
+
+@functools.cache
 def _constructor_defaults(torch_class: type) -> dict[str, Any] | None:
     """The keyword arguments ``torch_class`` takes, with their defaults; None when it takes ``**kwargs``."""
     parameters = inspect.signature(torch_class).parameters.values()
