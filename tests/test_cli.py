@@ -178,11 +178,11 @@ def test_an_interrupted_measurement_prints_the_runs_it_finished(model_file, cli,
     real_run = EdgeTrainer.run
     calls = []
 
-    def interrupted_second(self, lr, steps):
+    def interrupted_second(self, lr, steps, *schedule):
         calls.append(lr)
         if len(calls) == 2:
             raise KeyboardInterrupt
-        return real_run(self, lr, steps)
+        return real_run(self, lr, steps, *schedule)
 
     monkeypatch.setattr(EdgeTrainer, "run", interrupted_second)
     result = cli("probe", model_file(GOOD), "--json")

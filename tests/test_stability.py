@@ -15,6 +15,7 @@ from cases import warmup_case, warmup_lambda0
 from lrphase.curvature.losses import PAPER_MSE
 from lrphase.dynamics.stability import MAX_DOUBLINGS, EdgeRun, make_edge_trainer, search_edge
 from lrphase.theory.optimizers import Optimizer
+from lrphase.theory.schedules import CONSTANT, Schedule
 
 CPU = torch.device("cpu")
 
@@ -65,7 +66,7 @@ class StepTrainer:
     edge: float
     samples: int = 8
 
-    def run(self, lr: float, steps: int) -> EdgeRun:
+    def run(self, lr: float, steps: int, schedule: Schedule = CONSTANT) -> EdgeRun:
         trains = lr < self.edge
         return EdgeRun(lr, trains, "", ((0, 1.0),), ((steps, 1.0),) if trains else (), steps if trains else 3)
 

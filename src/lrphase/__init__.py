@@ -21,6 +21,7 @@ _EXPORTS = {
     "check": "lrphase.workflows.check",
     "CheckResult": "lrphase.workflows.check",
     "Optimizer": "lrphase.theory.optimizers",
+    "Schedule": "lrphase.theory.schedules",
     "confirm": "lrphase.workflows.confirm",
     "Confirmation": "lrphase.workflows.confirm",
     "run_sweep": "lrphase.workflows.sweep",
@@ -50,6 +51,7 @@ if TYPE_CHECKING:
     from .errors import ExitCode, InputError, LrphaseError
     from .theory.optimizers import Optimizer
     from .theory.phases import PhasePrediction, predict_phases
+    from .theory.schedules import Schedule
     from .workflows.check import CheckResult, check
     from .workflows.confirm import Confirmation, confirm
     from .workflows.probe import ProbeResult, probe

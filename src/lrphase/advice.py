@@ -27,6 +27,16 @@ centres it without leaving the narrow window of the MSE regression. Its phases a
 below η_max, unstable above (η_crit = η_max: no lazy/catapult split), and λᴾ₀'s predicted edge
 2Fᴾ/λᴾ₀ is printed beside the measurement; with ``--no-measure`` the advice is that prediction/2^(5/2),
 flagged as unverified. An optimizer lrphase cannot step (LBFGS) gets no numbers.
+
+**A declared schedule** (:mod:`lrphase.theory.schedules`: a warmup, a decay) makes every rate a peak.
+The search's runs follow the warmup and the decay's first steps, so η_max is the largest peak that
+trained with that warmup, always measured (the paper's prediction is for a constant rate). A schedule
+that decays trains its best at a higher peak than a constant rate does, so its divisor is its own:
+η_rec = η_max/``DECAY_DIVISOR`` (SGD) or η_max/``DECAY_ADAPTIVE_DIVISOR``, calibrated on the warmup +
+cosine protocol of ``benchmarks/training_quality.py``; a warmup with a constant rate after it keeps
+the constant divisors. The warmup advice (:mod:`lrphase.dynamics.warmup`) is measured at η_rec; beside it
+the catapult's prediction: a warmup that starts below η_crit = 2F/(λ₀ + wd) (λᴾ₀'s edge for an
+adaptive optimizer) is stable at its first step, so a peak below it needs no warmup.
 """
 
 from __future__ import annotations
@@ -35,14 +45,18 @@ from dataclasses import dataclass
 
 from .curvature.losses import Loss
 from .dynamics.stability import EdgeMeasurement
+from .dynamics.warmup import WarmupMeasurement
 from .theory.activations import Activation
 from .theory.adaptive import AdaptivePrediction
 from .theory.optimizers import Optimizer
 from .theory.phases import PhasePrediction
+from .theory.schedules import CONSTANT, Schedule
 from .vocabulary import PHASES, Confidence, Phase, Source
 
 RECOMMEND_DIVISOR = 4.0
 ADAPTIVE_DIVISOR = 2.0**2.5
+DECAY_DIVISOR = 4.0
+DECAY_ADAPTIVE_DIVISOR = 2.0**2.5
 
 
 def prediction_exact(loss: Loss, optimizer: Optimizer, activation: Activation, *, full_batch: bool) -> bool:
@@ -70,6 +84,19 @@ class Advice:
     confidence: Confidence
     caveats: tuple[str, ...]
     adaptive: AdaptivePrediction | None = None  # λᴾ₀ and its predicted edge, for an adaptive optimizer
+    warmup: WarmupMeasurement | None = None  # the edge against the warmup, and the warmup η_rec needs
+
+    @property
+    def schedule(self) -> Schedule:
+        """The schedule the advice is for: every rate is its peak (constant when none was declared)."""
+        return self.measurement.schedule if self.measurement is not None else CONSTANT
+
+    @property
+    def stable_start(self) -> float | None:
+        """The catapult's prediction: rates below it are stable at the first step, 2F/(λ₀ + wd) or λᴾ₀'s edge."""
+        if self.optimizer.adaptive:
+            return self.adaptive.eta_edge if self.adaptive is not None else None
+        return self.prediction.eta_crit if self.prediction.applies else None
 
     @property
     def lambda0(self) -> float:
@@ -117,6 +144,13 @@ class Advice:
             "catapult": (self.eta_crit, self.eta_max),
             "divergent": (self.eta_max, float("inf")),
         }
+
+
+def divisor_for(optimizer: Optimizer, schedule: Schedule) -> float:
+    """η_max/η_rec: the constant rate's divisor, or a decaying schedule's (module doc)."""
+    if schedule.decays:
+        return DECAY_ADAPTIVE_DIVISOR if optimizer.adaptive else DECAY_DIVISOR
+    return ADAPTIVE_DIVISOR if optimizer.adaptive else RECOMMEND_DIVISOR
 
 
 def predicted_advice(prediction: PhasePrediction, *, exact: bool) -> Advice:
@@ -179,12 +213,15 @@ def measured_advice(
         )
     else:
         eta_max = edge
-        divisor = ADAPTIVE_DIVISOR if opt.adaptive else RECOMMEND_DIVISOR
+        divisor = divisor_for(opt, measurement.schedule)
         eta_rec = edge / divisor
         confidence = "high" if measurement.bracketed else "medium"
         trained = "whose loss never rose above its start" if opt.adaptive else "that trained"
+        schedule = measurement.schedule
+        runs = f"{steps}-step runs" if not schedule.declared else f"runs of its first {schedule.warmup_steps + steps} steps"
+        rate = f"peak for {schedule.describe()}" if schedule.declared else "rate"
         rule = (
-            f"η_max/{divisor:.3g}, η_max measured: the largest rate {trained} in {steps}-step runs of "
+            f"η_max/{divisor:.3g}, η_max measured: the largest {rate} {trained} in {runs} of "
             f"{opt.describe()} on minibatches of {measurement.batch_size}"
         )
         if not measurement.bracketed:

@@ -14,11 +14,13 @@ from typing import Any
 import torch
 
 from .errors import InputError
-from .theory.optimizers import OPTIMIZERS, Optimizer
-from .vocabulary import DTYPES, JVP_MODES, PHASES, Phase
+from .theory.optimizers import OPTIMIZERS, Optimizer, group_rate
+from .theory.schedules import Schedule, resolve_schedule
+from .vocabulary import DECAYS, DTYPES, JVP_MODES, PHASES, Phase
 
 ACCEPTABLE_PHASES: tuple[Phase, ...] = PHASES[:2]  # divergent never passes
-MODEL_FILE_KEYS = ("batch_size", "lr", "optimizer", "momentum", "nesterov", "weight_decay", "betas", "eps")
+SCHEDULE_KEYS = ("warmup_steps", "total_steps", "decay", "warmup_start")
+MODEL_FILE_KEYS = ("batch_size", "lr", "optimizer", "momentum", "nesterov", "weight_decay", "betas", "eps", *SCHEDULE_KEYS)
 
 
 @dataclass(frozen=True)
@@ -121,6 +123,11 @@ KEYS: dict[str, Key] = {
     "measure": _boolean(),
     "measure_steps": _integer(1),
     "chunk_size": _integer(1),
+    "warmup_steps": _integer(0),
+    "total_steps": _integer(1),
+    "decay": _string(DECAYS),
+    "warmup_start": _number("a fraction of the peak rate in [0, 1]", lambda x: 0 <= x <= 1),
+    "warmup_advice": _boolean(),
 }
 
 
@@ -169,6 +176,12 @@ class Settings:
     chunk_size: int | None = None
     measure: bool | None = None
     measure_steps: int | None = None
+    warmup_steps: int | None = None
+    total_steps: int | None = None
+    decay: str | None = None
+    warmup_start: float | None = None
+    schedule_object: Schedule | None = None  # a torch scheduler from the model file or Lightning, read
+    warmup_advice: bool | None = None
 
     def with_model_defaults(
         self,
@@ -194,7 +207,7 @@ class Settings:
             spec = _optimizer_object(given, parameters)
             defaults["optimizer"] = spec.name if spec.name in OPTIMIZERS else None
             if isinstance(given, torch.optim.Optimizer):
-                defaults["lr"] = float(given.param_groups[0]["lr"])
+                defaults["lr"] = group_rate(given.param_groups[0])
             if self.optimizer in (None, spec.name):  # else the command line or config named another optimizer
                 filled["optimizer_object"] = spec
                 if spec.applies:  # SGD's hyperparameters are settings of their own
@@ -202,7 +215,26 @@ class Settings:
         for key in MODEL_FILE_KEYS:
             if getattr(self, key) is None and defaults.get(key) is not None:
                 filled[key] = validate(key, defaults[key], where)
+        scheduler = defaults.get("scheduler")
+        if scheduler is not None and not any(getattr(self, key) is not None or key in filled for key in SCHEDULE_KEYS):
+            total = self.total_steps if self.total_steps is not None else filled.get("total_steps")
+            filled["schedule_object"] = resolve_schedule(scheduler, total_steps=total)
         return replace(self, **filled)
+
+    def schedule(self) -> Schedule | None:
+        """The declared schedule: from the schedule keys where any is set, else the model file's scheduler, else None.
+
+        With the keys, an unset warmup is 0 and an unset decay constant; an unset total comes from the scheduler.
+        """
+        base = self.schedule_object
+        if all(getattr(self, key) is None for key in SCHEDULE_KEYS):
+            return base
+        return Schedule(
+            warmup_steps=self.warmup_steps or 0,
+            total_steps=self.total_steps if self.total_steps is not None else (base.total_steps if base else None),
+            decay=self.decay or "constant",  # type: ignore[arg-type]  # validated against DECAYS
+            warmup_start=self.warmup_start,
+        )
 
     def optimizer_spec(self) -> Optimizer:
         """The :class:`~lrphase.theory.optimizers.Optimizer` these settings describe (plain SGD where unset).
@@ -227,6 +259,8 @@ class Settings:
             jvp_mode=self.jvp,
             measure=self.measure,
             measure_steps=self.measure_steps,
+            schedule=self.schedule(),
+            warmup_advice=self.warmup_advice,
             batch_size=self.batch_size,
             batches=self.batches,
             device=self.device,

@@ -26,3 +26,6 @@ JVP_MODES: tuple[JvpMode, ...] = get_args(JvpMode)
 
 DType = Literal["float32", "float64"]
 DTYPES: tuple[DType, ...] = get_args(DType)
+
+Decay = Literal["constant", "cosine", "linear", "one-cycle"]  # a schedule's shape after its warmup
+DECAYS: tuple[Decay, ...] = get_args(Decay)

@@ -185,6 +185,15 @@ def probe(
     eps: opt.Eps = None,
     measure: opt.Measure = None,
     measure_steps: opt.MeasureSteps = None,
+    warmup_steps: opt.WarmupSteps = None,
+    total_steps: opt.TotalSteps = None,
+    decay: opt.Decay = None,
+    warmup_start: opt.WarmupStart = None,
+    warmup_advice: bool | None = typer.Option(
+        None,
+        "--warmup-advice/--no-warmup-advice",
+        help="With a warmup: also measure the edge at shorter warmups and the shortest warmup the recommended peak needs.",
+    ),
     confirm: bool = typer.Option(
         False, "--confirm", help="Also train briefly at the recommended rate and at 0.5·η_crit to watch the catapult."
     ),
@@ -228,6 +237,11 @@ def probe(
                 eps=eps,
                 measure=measure,
                 measure_steps=measure_steps,
+                warmup_steps=warmup_steps,
+                total_steps=total_steps,
+                decay=decay and decay.value,
+                warmup_start=warmup_start,
+                warmup_advice=warmup_advice,
             ),
         )
         with _progress("probing", quiet=as_json) as update, _measured_runs(update) as on_run:
@@ -373,6 +387,10 @@ def check(
     eps: opt.Eps = None,
     measure: opt.Measure = None,
     measure_steps: opt.MeasureSteps = None,
+    warmup_steps: opt.WarmupSteps = None,
+    total_steps: opt.TotalSteps = None,
+    decay: opt.Decay = None,
+    warmup_start: opt.WarmupStart = None,
     config: opt.Config = None,
     loss: opt.Loss = None,
     batch_size: opt.BatchSize = None,
@@ -390,7 +408,7 @@ def check(
     ),
     debug: opt.Debug = False,
 ) -> None:
-    """Check a learning rate: exit 0 if its phase is accepted, 1 if not (3: not converged, 5: optimizer not modelled)."""
+    """Check a learning rate (a schedule's peak): exit 0 if its phase is accepted, 1 if not (3: unconverged, 5: not modelled)."""
     annotate = github if github is not None else os.environ.get("GITHUB_ACTIONS") == "true"
 
     def command() -> Outcome:
@@ -425,6 +443,10 @@ def check(
                     jvp=jvp and jvp.value,
                     measure=measure,
                     measure_steps=measure_steps,
+                    warmup_steps=warmup_steps,
+                    total_steps=total_steps,
+                    decay=decay and decay.value,
+                    warmup_start=warmup_start,
                 ),
             )
             with _progress("checking", quiet=as_json) as update, _measured_runs(update) as on_run:

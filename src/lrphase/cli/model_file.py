@@ -7,7 +7,9 @@ Contract (docs/cli.md): ``model.py`` is ordinary Python defining
   for several inputs, see :mod:`lrphase.curvature.data`), or a zero-argument callable returning
   one of these;
 * optionally ``loss`` (``"mse"``, ``"cross_entropy"`` or an ``nn.Module`` loss),
-  ``batch_size``, ``lr``, ``optimizer``, ``momentum``, ``nesterov``, ``weight_decay``.
+  ``batch_size``, ``lr``, ``optimizer``, ``momentum``, ``nesterov``, ``weight_decay``, ``betas``, ``eps``;
+* optionally the schedule: ``warmup_steps``, ``total_steps``, ``decay``, ``warmup_start``, or ``scheduler``,
+  a ``torch.optim.lr_scheduler`` scheduler or a factory taking the optimizer (:mod:`lrphase.theory.torch_schedules`).
 
 A PyTorch Lightning file may give ``datamodule`` instead of ``data``, and leave ``data``,
 ``optimizer`` and ``loss`` to its modules' hooks (:mod:`lrphase.cli.lightning`).
@@ -35,6 +37,7 @@ from ..settings import MODEL_FILE_KEYS
 from .lightning import lightning_entries
 
 FILE_KEYS = ("data", "datamodule", "loss", "output", "label_key", "label_index")  # read here; MODEL_FILE_KEYS go to the settings
+OBJECT_KEYS = ("scheduler",)  # objects that go to the settings as they are (a torch.optim.lr_scheduler scheduler or factory)
 
 
 @dataclass(frozen=True)
@@ -124,7 +127,7 @@ def _call_factory(obj: Any, what: str, source: str) -> Any:
 
 
 def _spec_from_namespace(namespace: dict[str, Any], name: str | None, source: str, loss_given: bool = False) -> ModelSpec:
-    entries = {key: namespace[key] for key in (*FILE_KEYS, *MODEL_FILE_KEYS) if key in namespace}
+    entries = {key: namespace[key] for key in (*FILE_KEYS, *MODEL_FILE_KEYS, *OBJECT_KEYS) if key in namespace}
     model_name = name or "model"
     if model_name not in namespace:
         hint = f"`{name}` is not defined there" if name else "define `model = MyNet()` (or `path.py:factory`)"
@@ -137,7 +140,7 @@ def _spec_from_namespace(namespace: dict[str, Any], name: str | None, source: st
             )
         model = _call_factory(model, f"`{model_name}`", source)
         if isinstance(model, dict):
-            unknown = set(model) - {"model", *FILE_KEYS, *MODEL_FILE_KEYS}
+            unknown = set(model) - {"model", *FILE_KEYS, *MODEL_FILE_KEYS, *OBJECT_KEYS}
             if unknown:
                 raise InputError(f"`{model_name}` in {source} returned unknown keys {sorted(unknown)}")
             entries.update({k: v for k, v in model.items() if k != "model"})

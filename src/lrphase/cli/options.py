@@ -11,9 +11,10 @@ from typing import Annotated
 
 import typer
 
-from ..vocabulary import DTYPES, JVP_MODES
+from ..vocabulary import DECAYS, DTYPES, JVP_MODES
 
 DTypeChoice = Enum("DTypeChoice", {name: name for name in DTYPES}, type=str)  # type: ignore[misc]
+DecayChoice = Enum("DecayChoice", {name: name for name in DECAYS}, type=str)  # type: ignore[misc]
 JvpChoice = Enum("JvpChoice", {name: name for name in JVP_MODES}, type=str)  # type: ignore[misc]
 
 Target = Annotated[
@@ -94,5 +95,17 @@ Measure = Annotated[
     ),
 ]
 MeasureSteps = Annotated[int | None, typer.Option("--measure-steps", help="Steps of each measuring run (default 40).")]
+WarmupSteps = Annotated[
+    int | None,
+    typer.Option("--warmup-steps", help="Steps of the schedule's linear warmup (default 0): every rate becomes its peak."),
+]
+TotalSteps = Annotated[int | None, typer.Option("--total-steps", help="Training steps of the schedule (needed by a decay).")]
+Decay = Annotated[
+    DecayChoice | None,
+    typer.Option(help="The schedule after the warmup, to 0 at --total-steps (default constant; one-cycle as OneCycleLR)."),
+]
+WarmupStart = Annotated[
+    float | None, typer.Option("--warmup-start", help="The warmup's first rate as a fraction of the peak (default 0).")
+]
 Json = Annotated[bool, typer.Option("--json", help="Print one JSON object (documented keys) and nothing else on stdout.")]
 Debug = Annotated[bool, typer.Option("--debug", help="Show tracebacks.")]

@@ -215,9 +215,17 @@ class Stepper:
 
     def __init__(self, model: nn.Module, optimizer: Optimizer, lr: float) -> None:
         self.params = [p for p in model.parameters() if p.requires_grad]
-        self.spec, self.lr = optimizer, lr
+        self.spec, self.lr, self.peak = optimizer, lr, lr
         self._buffers: list[torch.Tensor | None] = [None] * len(self.params)
         self._torch = None if optimizer.applies and not optimizer.groups else optimizer.build(list(model.parameters()), lr)
+        self._group_rates = [group["lr"] for group in self._torch.param_groups] if self._torch is not None else []
+
+    def scale_rate(self, factor: float) -> None:
+        """Train at ``factor`` times the rate the stepper was built with (a schedule's f(t)), every group alike."""
+        self.lr = self.peak * factor
+        if self._torch is not None:
+            for group, rate in zip(self._torch.param_groups, self._group_rates, strict=True):
+                group["lr"] = rate * factor
 
     def step(self, grads: tuple[torch.Tensor | None, ...]) -> None:
         """One step with the gradients ``grads`` of ``params``."""

@@ -58,7 +58,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -71,6 +71,7 @@ from ..curvature.jacobian import seeded_forward
 from ..curvature.lanczos import LanczosResult
 from ..curvature.losses import Loss
 from ..theory.optimizers import Optimizer
+from ..theory.schedules import CONSTANT, Schedule
 from .runs import Stepper, Trainer, make_trainer
 from .verdict import EXPLODE_RATIO
 
@@ -89,6 +90,7 @@ ADAPTIVE_STEPS = 20
 SPIKE_STEPS = 10
 SPIKE_RATIO = 1.0
 ADAPTIVE_FALLBACK_START = 1e-3  # where no prediction places the search: Adam's usual rate
+MAX_FOLLOWED_WARMUP = 200  # the longest warmup a run follows step by step; a longer one is measured at this length
 
 
 @dataclass(frozen=True)
@@ -101,6 +103,7 @@ class EdgeRun:
     losses: tuple[tuple[int, float], ...]  # (step, r_t = L_t/L_0) on the evaluation batch
     curvature: tuple[tuple[int, float], ...]  # (step, λ_t), or λᴾ_t for an adaptive optimizer, on the evaluation batch
     steps_run: int
+    warmup_steps: int = 0  # the schedule's warmup the run followed (its rate at step t: lr·f(t))
 
     @property
     def lambda_end(self) -> float | None:
@@ -118,6 +121,7 @@ class EdgeMeasurement:
     start_lr: float
     lambda0: float
     adaptive: bool = False  # an adaptive optimizer's runs: judged by their spikes, their curvature is λᴾ
+    schedule: Schedule = CONSTANT  # the runs' schedule: their rates are its peaks, each run follows its warmup
 
     @property
     def eta_max(self) -> float | None:
@@ -165,6 +169,15 @@ def adaptive_start_rate(eta_edge: float | None) -> float:
     return _on_grid(eta_edge if eta_edge is not None and math.isfinite(eta_edge) and eta_edge > 0 else ADAPTIVE_FALLBACK_START)
 
 
+def followed(schedule: Schedule) -> Schedule:
+    """The schedule the runs follow: ``schedule``, its warmup cut to ``MAX_FOLLOWED_WARMUP`` steps.
+
+    A shorter warmup climbs faster, so a peak that trains with it trains with the declared one too,
+    as far as anything was seen: the measured edge is then a lower bound (the output says so).
+    """
+    return schedule if schedule.warmup_steps <= MAX_FOLLOWED_WARMUP else schedule.with_warmup(MAX_FOLLOWED_WARMUP)
+
+
 def _on_grid(rate: float) -> float:
     """``rate`` snapped to the nearest power of 2^(1/``START_GRID``) (see :func:`start_rate`)."""
     return 2.0 ** (round(START_GRID * math.log2(rate)) / START_GRID)
@@ -194,8 +207,12 @@ class EdgeTrainer:
         for x, y in batch_stream(self.data, batch_size=self.batch_size, seed=self.tracker.seed):
             yield to_device(x, self.device, self.dtype), y
 
-    def run(self, lr: float, steps: int) -> EdgeRun:
-        """Train a fresh copy at ``lr`` for ``steps`` steps (``SHARPNESS_GAP`` more to confirm a sharp end) and judge it."""
+    def run(self, lr: float, steps: int, schedule: Schedule = CONSTANT, track: Sequence[int] = ()) -> EdgeRun:
+        """Train a fresh copy at peak ``lr`` for ``schedule``'s warmup plus ``steps`` steps and judge it (module doc).
+
+        The rate at step t is lr·f(t) (:class:`lrphase.theory.schedules.Schedule`); ``SHARPNESS_GAP`` more steps
+        confirm a sharp end. ``track``: steps after which λ (λᴾ for an adaptive optimizer) is measured as well.
+        """
         tracker, loss, optimizer, seed = self.tracker, self.tracker.loss, self.tracker.optimizer, self.tracker.seed
         eval_inputs = Inputs.of(tracker.x)
         model = copy.deepcopy(tracker.clone)
@@ -203,14 +220,18 @@ class EdgeTrainer:
         batches = self.batches()
         losses: list[tuple[int, float]] = [(0, 1.0)]
         curvature: list[tuple[int, float]] = []
+        warmup = schedule.warmup_steps
+        total = warmup + steps
+        adaptive = optimizer.adaptive
 
-        def advance() -> bool:
-            """One training step; False when its loss is not finite."""
+        def advance(step: int) -> bool:
+            """Training step ``step`` (from 1) at rate lr·f(step − 1); False when its loss is not finite."""
             inputs, y = next(batches)
             out = seeded_forward(model, inputs, seed=seed)
             value = loss.value(out, loss.prepare_targets(y, out))
             if not torch.isfinite(value):
                 return False
+            stepper.scale_rate(schedule.factor(step - 1))
             stepper.step(torch.autograd.grad(value, stepper.params, allow_unused=True))
             return True
 
@@ -218,20 +239,26 @@ class EdgeTrainer:
             with torch.no_grad():
                 return float(loss.value(seeded_forward(model, eval_inputs, seed=seed), tracker.target))
 
+        def measure(step: int) -> float:
+            """λ_step, or λᴾ_step with the optimizer's current P, recorded in the run's curvature."""
+            inverse = stepper.inverse_preconditioner() if adaptive else None
+            curvature.append((step, tracker.curvature(model) if inverse is None else tracker.curvature(model, inverse)))
+            return curvature[-1][1]
+
         def sharpness(step: int) -> float:
-            curvature.append((step, tracker.curvature(model)))
-            return lr * optimizer.curvature(curvature[-1][1])
+            return lr * schedule.factor(step) * optimizer.curvature(measure(step))
 
         def judged(trains: bool, reason: str, step: int) -> EdgeRun:
-            return EdgeRun(lr, trains, reason, tuple(losses), tuple(curvature), step)
+            return EdgeRun(lr, trains, reason, tuple(losses), tuple(curvature), step, warmup)
 
         start = evaluate()
         lowest, climbed = 1.0, 0
-        adaptive = optimizer.adaptive
-        for step in range(1, steps + 1):
-            if not advance():
+        for step in range(1, total + 1):
+            if not advance(step):
                 return judged(False, f"training loss became non-finite at step {step}", step)
-            if step % CHECK_EVERY and step != steps and not (adaptive and step <= SPIKE_STEPS):
+            if step in track and step < total:
+                measure(step)
+            if step % CHECK_EVERY and step != total and not (adaptive and step <= warmup + SPIKE_STEPS):
                 continue
             ratio = evaluate() / start
             losses.append((step, ratio))
@@ -247,23 +274,23 @@ class EdgeTrainer:
             lowest = min(lowest, ratio)
         final = losses[-1][1]
         if final >= 1.0:
-            return judged(False, f"no progress: loss at {final:.3g}× its start after {steps} steps", steps)
-        trained = f"loss at {final:.2g}× its start after {steps} steps (lowest {lowest:.2g}×)"
-        if optimizer.adaptive:
-            inverse = stepper.inverse_preconditioner()
-            if inverse is not None:
-                curvature.append((steps, tracker.curvature(model, inverse)))
+            return judged(False, f"no progress: loss at {final:.3g}× its start after {total} steps", total)
+        trained = f"loss at {final:.2g}× its start after {total} steps (lowest {lowest:.2g}×)"
+        if adaptive:
             factor = optimizer.preconditioned_factor
-            sharp = f", η·λᴾ = {lr * curvature[-1][1]:.3g} (edge 2Fᴾ = {2 * factor:.3g})" if curvature and factor else ""
-            return judged(True, f"{trained}{sharp}", steps)
+            sharp = ""
+            if stepper.inverse_preconditioner() is not None:
+                edge = lr * schedule.factor(total) * measure(total)
+                sharp = f", η·λᴾ = {edge:.3g} (edge 2Fᴾ = {2 * factor:.3g})" if factor else ""
+            return judged(True, f"{trained}{sharp}", total)
         limit = SHARPNESS_LIMIT * min(optimizer.stability_factor, 1.0)
-        at_end = sharpness(steps)
+        at_end = sharpness(total)
         if at_end < limit:
-            return judged(True, f"{trained}, η·λ = {at_end:.2g}", steps)
-        for step in range(steps + 1, steps + SHARPNESS_GAP + 1):
-            if not advance():
+            return judged(True, f"{trained}, η·λ = {at_end:.2g}", total)
+        for step in range(total + 1, total + SHARPNESS_GAP + 1):
+            if not advance(step):
                 return judged(False, f"training loss became non-finite at step {step}", step)
-        later = sharpness(steps + SHARPNESS_GAP)
+        later = sharpness(total + SHARPNESS_GAP)
         if later < limit:
             return judged(True, f"{trained}; η·λ = {at_end:.2g}, back to {later:.2g} {SHARPNESS_GAP} steps later", step)
         reason = (
@@ -306,14 +333,18 @@ def search_edge(
     steps: int = DEFAULT_STEPS,
     on_run: Callable[[EdgeRun], None] | None = None,
     adaptive: bool = False,
+    schedule: Schedule = CONSTANT,
 ) -> EdgeMeasurement:
-    """Bracket the largest rate that trains, from ``start`` on the lattice start·2^(j/4) (module doc)."""
+    """Bracket the largest rate that trains, from ``start`` on the lattice start·2^(j/4) (module doc).
+
+    With a ``schedule`` the rates are peaks: each run follows its warmup, then ``steps`` more steps.
+    """
     runs: dict[int, EdgeRun] = {}
 
     def at(j: int) -> EdgeRun:
         if j not in runs:
             with preserved_rng():
-                runs[j] = trainer.run(start * 2.0 ** (j / 4), steps)
+                runs[j] = trainer.run(start * 2.0 ** (j / 4), steps, schedule)
             if on_run is not None:
                 on_run(runs[j])
         return runs[j]
@@ -329,4 +360,4 @@ def search_edge(
         if not trained or not failed or min(failed) - max(trained) < 2:
             break
         at((max(trained) + min(failed)) // 2)
-    return EdgeMeasurement(tuple(runs.values()), steps, trainer.samples, start, lambda0, adaptive)
+    return EdgeMeasurement(tuple(runs.values()), steps, trainer.samples, start, lambda0, adaptive, schedule)

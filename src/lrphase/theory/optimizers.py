@@ -191,7 +191,7 @@ class Optimizer:
             return spec
         index = {id(p): i for i, p in enumerate(parameters)}
         groups = []
-        base = float(first["lr"]) or 1.0
+        base = group_rate(first) or 1.0
         for group in optimizer.param_groups:
             missing = [p for p in group["params"] if id(p) not in index]
             if missing:
@@ -200,7 +200,7 @@ class Optimizer:
                     "(torch.optim.AdamW(model.parameters(), …))"
                 )
             own = _set_options(type(optimizer), group)
-            groups.append(ParamGroup(tuple(index[id(p)] for p in group["params"]), float(group["lr"]) / base, _options(own)))
+            groups.append(ParamGroup(tuple(index[id(p)] for p in group["params"]), group_rate(group) / base, _options(own)))
         return replace(spec, torch_class=type(optimizer), groups=tuple(groups))
 
     def option(self, key: str, default: Any = None) -> Any:
@@ -406,6 +406,11 @@ _TORCH_NAMES = {
     "lbfgs": "LBFGS",
     "adafactor": "Adafactor",
 }
+
+
+def group_rate(group: dict[str, Any]) -> float:
+    """A parameter group's own rate: ``initial_lr``, where a scheduler has set one (and may have scaled ``lr``)."""
+    return float(group.get("initial_lr", group["lr"]))
 
 
 def _torch_class(name: str) -> type | None:

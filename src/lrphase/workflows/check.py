@@ -19,6 +19,11 @@ catapult window's geometric centre √(η_crit·η_max) and η_crit/(2(1+m)), de
 An adaptive optimizer (Adam, AdamW, any ``torch.optim`` optimizer but SGD) is judged against its
 measured edge (:mod:`lrphase.advice`): stable below η_max, unstable above, with the same margin.
 
+With a declared schedule the rate is its peak, judged against the largest peak that trained with the
+schedule's warmup. A peak that fails also gets the measured alternative of keeping it: the shortest
+longer warmup (:func:`lrphase.dynamics.warmup.longer_warmup`: 2, 4, 8 times the declared one) with which
+a run at lr·(1 + m) trained, if any did.
+
 Exit codes, stable and shared with the CLI: 0 the rate passes, 1 it fails, 3 λ₀ did not converge
 (the verdict is unreliable), 5 lrphase cannot run the optimizer (LBFGS, which needs a closure:
 nothing was checked). The CLI adds 2 (bad input or usage) and 4 (internal error).
@@ -34,11 +39,14 @@ from typing import Any
 from torch import nn
 
 from ..advice import Advice
+from ..dynamics.stability import EdgeRun
+from ..dynamics.warmup import longer_warmup
 from ..errors import ExitCode, InputError
 from ..settings import ACCEPTABLE_PHASES, validate
-from ..theory.optimizers import Optimizer, resolve_optimizer
+from ..theory.optimizers import Optimizer, group_rate, resolve_optimizer
+from ..theory.schedules import CONSTANT, Schedule
 from ..vocabulary import PHASES, Phase
-from .probe import ProbeResult, probe
+from .probe import ProbeResult, edge_trainer, probe
 
 MEASURED_MARGIN = 0.5
 
@@ -63,6 +71,17 @@ class CheckResult:
     margin: float
     probe: ProbeResult | None
     placement: Placement | None
+    warmup_run: EdgeRun | None = None  # for a declared schedule: a run at lr·(1 + margin) that trained with a longer warmup
+
+    @property
+    def schedule(self) -> Schedule:
+        """The schedule the rate is the peak of (constant when none was declared)."""
+        return self.probe.advice.schedule if self.probe else CONSTANT
+
+    @property
+    def suggested_warmup(self) -> int | None:
+        """The longer warmup that made this peak train, when it fails with the declared one (None otherwise)."""
+        return self.warmup_run.warmup_steps if self.warmup_run else None
 
     @property
     def applies(self) -> bool:
@@ -109,11 +128,15 @@ class CheckResult:
         """The verdict in one line."""
         if self.placement is None:
             return f"lr {self.lr:.4g} was not checked: lrphase cannot run {self.optimizer.name}: {self.optimizer.cannot_step}"
-        if not self.converged:
-            return (
-                f"λ₀ did not converge, so the verdict is unreliable (raise --max-iter or loosen --tol): {self.placement.message}"
+        message = self.placement.message
+        if self.warmup_run is not None:
+            message += (
+                f"; or keep the peak and warm up over {self.warmup_run.warmup_steps} steps (a run at "
+                f"{self.warmup_run.lr:.4g} trained with that warmup)"
             )
-        return self.placement.message
+        if not self.converged:
+            return f"λ₀ did not converge, so the verdict is unreliable (raise --max-iter or loosen --tol): {message}"
+        return message
 
     @property
     def exit_code(self) -> ExitCode:
@@ -230,10 +253,19 @@ def check(
     if spec.cannot_step is not None:
         return CheckResult(lr, spec, accepted, margin or 0.0, None, None)
     options.setdefault("ntk", False)
-    probed = probe(model, data, loss=loss, c_act=c_act, optimizer=spec, jvp_mode=jvp_mode, progress=progress, **options)
+    on_run = options.pop("on_run", None)
+    probed = probe(
+        model, data, loss=loss, c_act=c_act, optimizer=spec, jvp_mode=jvp_mode, progress=progress, on_run=on_run, **options
+    )  # fmt: skip
     if margin is None:
         margin = MEASURED_MARGIN if probed.advice.source == "measured" else 0.0
-    return CheckResult(lr, spec, accepted, margin, probed, place(probed.advice, lr, accept=accepted, margin=margin))
+    placement = place(probed.advice, lr, accept=accepted, margin=margin)
+    warmup_run = None
+    measurement = probed.advice.measurement
+    if not placement.accepted and measurement is not None and measurement.schedule.declared:
+        trainer = edge_trainer(model, data, probed.estimate, optimizer=spec, **options)
+        warmup_run = longer_warmup(trainer, measurement.schedule, lr * (1.0 + margin), measurement.steps, on_run=on_run)
+    return CheckResult(lr, spec, accepted, margin, probed, placement, warmup_run)
 
 
 def _optimizer(optimizer: str | Optimizer | Any, model: nn.Module, **hyper: Any) -> tuple[Optimizer, float | None]:
@@ -243,4 +275,4 @@ def _optimizer(optimizer: str | Optimizer | Any, model: nn.Module, **hyper: Any)
     if any(value is not None for value in hyper.values()):
         raise InputError("momentum, nesterov, weight_decay and dampening go with an optimizer name, not an optimizer object")
     groups = getattr(optimizer, "param_groups", None)
-    return resolve_optimizer(optimizer, model).with_hyperparameters(**hyper), float(groups[0]["lr"]) if groups else None
+    return resolve_optimizer(optimizer, model).with_hyperparameters(**hyper), group_rate(groups[0]) if groups else None

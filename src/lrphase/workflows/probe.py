@@ -8,7 +8,7 @@ advises from the measurement.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -22,18 +22,23 @@ from ..curvature.losses import resolve_loss
 from ..dynamics.stability import (
     ADAPTIVE_STEPS,
     DEFAULT_STEPS,
+    MAX_FOLLOWED_WARMUP,
     EdgeMeasurement,
     EdgeRun,
+    EdgeTrainer,
     adaptive_start_rate,
+    followed,
     make_edge_trainer,
     search_edge,
     start_rate,
 )
+from ..dynamics.warmup import measure_warmup
 from ..errors import InputError
 from ..theory.activations import Activation, classify
 from ..theory.adaptive import AdaptivePrediction, predict_adaptive
-from ..theory.optimizers import resolve_optimizer
+from ..theory.optimizers import Optimizer, resolve_optimizer
 from ..theory.phases import PhasePrediction, predict_phases
+from ..theory.schedules import resolve_schedule
 
 
 @dataclass(frozen=True)
@@ -71,6 +76,22 @@ class ProbeResult:
         return self.advice.adaptive
 
 
+def edge_trainer(model: nn.Module, data: Any, estimate: Lambda0Estimate, *, optimizer: Optimizer, **options: Any) -> EdgeTrainer:
+    """The probe's :class:`~lrphase.dynamics.stability.EdgeTrainer`: on ``estimate``'s device, warm-started from its λ₀."""
+    return make_edge_trainer(
+        model,
+        data,
+        loss=estimate.loss,
+        optimizer=optimizer,
+        batch_size=options.get("batch_size"),
+        device=torch.device(estimate.device),
+        dtype=options.get("dtype"),
+        seed=options.get("seed", 0),
+        jvp_mode=estimate.jvp_mode,
+        initial=estimate.per_batch[0].gn if world()[1] == 1 else None,
+    )
+
+
 def probe(
     model: nn.Module,
     data: Any,
@@ -81,6 +102,8 @@ def probe(
     measure: bool | None = None,
     measure_steps: int | None = None,
     on_run: Callable[[EdgeRun], None] | None = None,
+    schedule: Any = None,
+    warmup_advice: bool = False,
     **options: Any,
 ) -> ProbeResult:
     """Estimate λ₀ (see :func:`lrphase.estimate_lambda0` for ``options``), predict the phases, and advise.
@@ -97,15 +120,24 @@ def probe(
     optimizer) and ``on_run`` is called after each. When the edge will be measured,
     λ₀ only places the search, so by default it is estimated on one batch (``batches``, else 3)
     and, for cross-entropy, without the NTK λ₀ (``ntk``), a second Lanczos run per batch.
+
+    ``schedule``: the :class:`~lrphase.theory.schedules.Schedule` the model trains with (or a
+    ``torch.optim.lr_scheduler`` scheduler or factory); every rate is then its peak, always measured with runs
+    that follow its warmup (:mod:`lrphase.advice`). ``warmup_advice`` also measures the edge at shorter warmups
+    and the shortest warmup the recommended peak needs (:mod:`lrphase.dynamics.warmup`).
     """
     opt = resolve_optimizer(optimizer, model)
+    plan = resolve_schedule(schedule)
+    if warmup_advice and not plan.warmup_steps:
+        raise InputError("warmup advice needs a schedule with a warmup: declare its warmup steps (--warmup-steps)")
     steps = measure_steps if measure_steps is not None else (ADAPTIVE_STEPS if opt.adaptive else DEFAULT_STEPS)
     if steps < 1:
         raise InputError(f"--measure-steps must be at least 1, got {steps}")
     loss_spec = resolve_loss(loss)
     full_batch = is_full_batch(data, options.get("batch_size"))
     runnable = opt.cannot_step is None
-    measuring = runnable and (measure or (measure is None and not could_be_exact(loss_spec, opt, full_batch=full_batch)))
+    exact_possible = could_be_exact(loss_spec, opt, full_batch=full_batch) and not plan.declared
+    measuring = runnable and (measure or (measure is None and not exact_possible))
     if options.get("batches") is None:
         options["batches"] = 1 if measuring else 3
     if measuring and loss_spec.is_cross_entropy:
@@ -113,32 +145,31 @@ def probe(
     estimate = estimate_lambda0(model, data, loss=loss_spec, **options)
     activation = classify(estimate.nonlinearities)
     phases = predict_phases(estimate.lambda0, activation, cross_entropy=loss_spec.is_cross_entropy, c_act=c_act, optimizer=opt)
-    exact = prediction_exact(loss_spec, opt, activation, full_batch=full_batch)
+    exact = prediction_exact(loss_spec, opt, activation, full_batch=full_batch) and not plan.declared
     if not runnable or (opt.applies and (measure is False or (measure is None and exact))):
         advice = predicted_advice(phases, exact=exact)
         return ProbeResult(estimate, activation, phases, advice)
-    trainer = make_edge_trainer(
-        model,
-        data,
-        loss=loss_spec,
-        optimizer=opt,
-        batch_size=options.get("batch_size"),
-        device=torch.device(estimate.device),
-        dtype=options.get("dtype"),
-        seed=options.get("seed", 0),
-        jvp_mode=estimate.jvp_mode,
-        initial=estimate.per_batch[0].gn if world()[1] == 1 else None,
-    )
+    trainer = edge_trainer(model, data, estimate, optimizer=opt, **options)
+    measured = followed(plan)
+    adaptive = None
     if opt.adaptive:
         initial = trainer.tracker.initial_preconditioned_curvature()
         adaptive = predict_adaptive(initial, opt) if initial is not None else None
         if measure is False:
             return ProbeResult(estimate, activation, phases, predicted_adaptive_advice(phases, adaptive))
         start = adaptive_start_rate(adaptive.eta_edge if adaptive else None)
-        measurement = search_edge(
-            trainer, start=start, lambda0=estimate.lambda0, steps=steps, on_run=on_run, adaptive=True
-        )  # fmt: skip
-        return ProbeResult(estimate, activation, phases, measured_advice(phases, measurement, exact=False, adaptive=adaptive))
-    start = start_rate(estimate.lambda0, loss_spec, opt, phases.c_act)
-    measurement = search_edge(trainer, start=start, lambda0=estimate.lambda0, steps=steps, on_run=on_run)
-    return ProbeResult(estimate, activation, phases, measured_advice(phases, measurement, exact=exact))
+    else:
+        start = start_rate(estimate.lambda0, loss_spec, opt, phases.c_act)
+    measurement = search_edge(
+        trainer, start=start, lambda0=estimate.lambda0, steps=steps, on_run=on_run, adaptive=opt.adaptive, schedule=measured
+    )  # fmt: skip
+    advice = measured_advice(phases, measurement, exact=exact, adaptive=adaptive)
+    if measured != plan:
+        cut = (
+            f"your {plan.warmup_steps}-step warmup was measured as a {measured.warmup_steps}-step one (runs follow at most "
+            f"{MAX_FOLLOWED_WARMUP} steps of it): a faster climb, so η_max is a lower bound for your schedule"
+        )
+        advice = replace(advice, caveats=(*advice.caveats, cut))
+    if warmup_advice:
+        advice = replace(advice, warmup=measure_warmup(trainer, measurement, advice.eta_recommended, on_run=on_run))
+    return ProbeResult(estimate, activation, phases, advice)

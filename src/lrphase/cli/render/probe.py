@@ -15,6 +15,7 @@ from ...advice import Advice
 from ...dynamics.stability import EdgeMeasurement
 from ...theory.optimizers import Optimizer
 from ...workflows.probe import ProbeResult
+from .schedule import render_warmup, schedule_note, stable_start_note, warmup_to_dict
 
 PROBE_SCHEMA = "lrphase.probe/3"
 
@@ -29,6 +30,7 @@ def measurement_to_dict(measurement: EdgeMeasurement) -> dict[str, Any]:
     lam = measurement.lambda0
     return {
         "steps": measurement.steps,
+        "warmup_steps": measurement.schedule.warmup_steps,
         "batch_size": measurement.batch_size,
         "start_lr": measurement.start_lr,
         "eta_max": measurement.eta_max,
@@ -86,6 +88,9 @@ def probe_to_dict(result: ProbeResult, *, source: str | None = None) -> dict[str
         "applies": advice.applies,
         "adaptive": advice.adaptive.to_dict() if advice.adaptive else None,
         "phase_names": dict(advice.phase_names),
+        "schedule": advice.schedule.to_dict() if advice.schedule.declared else None,
+        "warmup": warmup_to_dict(advice.warmup) if advice.warmup else None,
+        "stable_start_predicted": advice.stable_start if advice.schedule.declared else None,
         "converged": est.converged,
         "iterations": est.iterations,
         "max_relative_error": est.max_relative_residual,  # kept from lrphase.probe/1: the residual bound
@@ -136,10 +141,11 @@ def render_probe(result: ProbeResult, console: Console, *, source: str | None = 
     if ph.optimizer.adaptive and advice.applies:
         _adaptive_rows(table, result)
         console.print(table)
-        console.print(f"[dim]loss: {est.loss.formula}; recommendation: {advice.rule}[/]")
+        _rule(advice, est.loss.formula, console)
         if measurement is not None:
             render_measurement(measurement, console)
         _adaptive_phases(result, console)
+        _schedule(advice, console)
         _diagnostics(result, console)
         return
     opt = ph.optimizer if ph.applies else Optimizer()
@@ -174,7 +180,7 @@ def render_probe(result: ProbeResult, console: Console, *, source: str | None = 
         f"{advice.eta_recommended * ph.lambda0:.3g}/λ₀; confidence: {advice.confidence}",
     )
     console.print(table)
-    console.print(f"[dim]loss: {est.loss.formula}; recommendation: {advice.rule}[/]")
+    _rule(advice, est.loss.formula, console)
     if measurement is not None:
         render_measurement(measurement, console)
 
@@ -194,7 +200,24 @@ def render_probe(result: ProbeResult, console: Console, *, source: str | None = 
     phases.add_row("divergent", f"η > {advice.eta_max:.4g}", "loss diverges" + (" (measured)" if measurement else ""))
     console.print(phases)
     console.print(f"[dim]{recommended_phase_note(advice)}[/]")
+    _schedule(advice, console)
     _diagnostics(result, console)
+
+
+def _rule(advice: Advice, loss_formula: str, console: Console) -> None:
+    """The loss and the recommendation's rule, then the schedule the rates are for."""
+    console.print(f"[dim]loss: {loss_formula}; recommendation: {advice.rule}[/]")
+    console.print(f"[dim]{schedule_note(advice)}[/]")
+
+
+def _schedule(advice: Advice, console: Console) -> None:
+    """With a declared schedule: the catapult's prediction for the warmup's first step, and the warmup advice."""
+    if not advice.schedule.declared:
+        return
+    note = stable_start_note(advice)
+    if note is not None:
+        console.print(f"[dim]{note}[/]")
+    render_warmup(advice, console)
 
 
 def recommended_phase_note(advice: Advice) -> str:
@@ -280,8 +303,10 @@ def _diagnostics(result: ProbeResult, console: Console) -> None:
 
 def render_measurement(measurement: EdgeMeasurement, console: Console) -> None:
     """The stability search's evidence: every rate tried, its verdict and why."""
+    warmup = measurement.schedule.warmup_steps
+    length = f"{warmup} + {measurement.steps} steps (warmup, then its schedule)" if warmup else f"{measurement.steps} steps"
     table = Table(
-        title=f"measured edge: {len(measurement.runs)} runs of ≤ {measurement.steps} steps on minibatches of "
+        title=f"measured edge: {len(measurement.runs)} runs of ≤ {length} on minibatches of "
         f"{measurement.batch_size} ({measurement.steps_trained} steps in all)",
         title_justify="left",
         header_style="bold",
