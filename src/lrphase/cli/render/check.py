@@ -39,6 +39,8 @@ def check_to_dict(result: CheckResult, *, source: str | None = None) -> dict[str
         "reason": result.optimizer.cannot_step,
         "adaptive": ph.adaptive.to_dict() if ph and ph.adaptive else None,
         "suggested_lr": result.suggested_lr,
+        "suggested_warmup_steps": result.suggested_warmup,
+        "schedule": result.schedule.to_dict() if result.schedule.declared else None,
         "converged": result.converged,
         "confidence": ph.confidence if ph else None,
         "caveats": list(ph.caveats) if ph else [],
@@ -60,14 +62,17 @@ def render_check(result: CheckResult, console: Console, *, source: str | None = 
     table.add_column("quantity")
     table.add_column("value", justify="right")
     table.add_column("meaning")
-    table.add_row("η", f"{result.lr:.4g}", f"the rate checked, for {result.optimizer.describe()}")
+    schedule = result.schedule
+    what = f"the peak checked, for {schedule.describe()}" if schedule.declared else "the rate checked"
+    table.add_row("η", f"{result.lr:.4g}", f"{what}, for {result.optimizer.describe()}")
     table.add_row("λ₀", f"{est.lambda0:.5g}", f"top eigenvalue of the Gauss–Newton matrix of {est.loss.formula}")
     table.add_row("η·λ₀", f"{result.eta_lambda0:.4g}", "the rate in units of 1/λ₀")
     if ph.optimizer.adaptive:
         if ph.adaptive is not None:
             formula = f"{ph.adaptive.formula}, λᴾ₀ = {ph.adaptive.lambda_p0:.4g}"
             table.add_row("edge (predicted)", f"{ph.adaptive.eta_edge:.4g}", formula)
-        table.add_row("η_max (measured)", f"{ph.eta_max:.4g}", "largest rate whose loss never rose above its start")
+        largest = "peak" if schedule.declared else "rate"
+        table.add_row("η_max (measured)", f"{ph.eta_max:.4g}", f"largest {largest} whose loss never rose above its start")
     else:
         crit = "η_crit = 2F/λ" if ph.lambda_sharp is not None else f"η_crit = {ph.optimizer.crit_formula()}"
         table.add_row(crit, f"{ph.eta_crit:.4g}", "lazy below, catapult above")
@@ -75,7 +80,8 @@ def render_check(result: CheckResult, console: Console, *, source: str | None = 
             table.add_row(
                 "η_max (measured)",
                 f"{ph.eta_max:.4g}",
-                f"largest rate that trained; divergent above (predicted {ph.eta_max_predicted:.4g})",
+                f"largest {'peak' if schedule.declared else 'rate'} that trained; divergent above "
+                f"(predicted {ph.eta_max_predicted:.4g})",
             )
         else:
             table.add_row(
@@ -91,6 +97,8 @@ def render_check(result: CheckResult, console: Console, *, source: str | None = 
         render_measurement(ph.measurement, console)
     if result.suggested_lr is not None:
         console.print(f"suggested lr: [bold green]{result.suggested_lr:.4g}[/]")
+    if result.suggested_warmup is not None:
+        console.print(f"or keep the peak with a warmup of [bold green]{result.suggested_warmup}[/] steps (measured)")
     verdict = {
         ExitCode.OK: "[bold green]PASS[/]",
         ExitCode.FAILED: "[bold red]FAIL[/]",
