@@ -98,6 +98,9 @@ import lrphase
 from lrphase.workflows.check import MEASURED_MARGIN
 
 PROTOCOL = "training-quality-3"  # bump whenever a model, a data set or the training protocol changes
+SCHEDULES = ("constant", "warmup-cosine")
+WARMUP_FRACTION = 0.1  # warmup-cosine: linear warmup from 0 over this fraction of the steps, then cosine to 0
+SCHEDULE = "constant"  # the protocol's schedule, set by --schedule
 BATCH = 64
 TEST_FRACTION = 0.25
 SPLIT_SEED = 0
@@ -575,10 +578,29 @@ def baseline(task: Task, split: Split) -> float:
     return float(F.mse_loss(split.y_train.mean(0).expand_as(split.y_test), split.y_test))
 
 
-def train(task: Task, split: Split, seed: int, lr: float) -> Run:
-    """Train a fresh model of ``task`` at ``lr`` with the protocol of the module docstring and score it."""
+def total_steps(task: Task, split: Split) -> int:
+    """Training steps of a full run: epochs × batches per epoch (the incomplete last batch dropped)."""
+    return task.epochs * (len(split.x_train) // BATCH)
+
+
+def protocol_schedule(task: Task, split: Split, warmup: int | None = None) -> lrphase.Schedule | None:
+    """The protocol's schedule as lrphase declares it (None: constant); ``warmup`` replaces its warmup length."""
+    if SCHEDULE == "constant":
+        return None
+    total = total_steps(task, split)
+    steps = round(WARMUP_FRACTION * total) if warmup is None else warmup
+    return lrphase.Schedule(warmup_steps=steps, total_steps=total, decay="cosine")
+
+
+def train(task: Task, split: Split, seed: int, lr: float, warmup: int | None = None) -> Run:
+    """Train a fresh model of ``task`` at ``lr`` with the protocol of the module docstring and score it.
+
+    Under ``--schedule warmup-cosine`` ``lr`` is the peak of the protocol's schedule (``warmup`` steps of it, if given).
+    """
     model = task.model(seed)
     optimizer = task.make_optimizer(model.parameters(), lr)
+    schedule = protocol_schedule(task, split, warmup)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule.factor) if schedule is not None else None
     shuffle = torch.Generator().manual_seed(seed)
     n = len(split.x_train)
     first: float | None = None
@@ -601,6 +623,8 @@ def train(task: Task, split: Split, seed: int, lr: float) -> Run:
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            if scheduler is not None:
+                scheduler.step()
             steps += 1
         first_epoch = statistics.fmean(epoch_losses) if first_epoch is None else first_epoch
     if first_epoch is not None and statistics.fmean(epoch_losses) >= first_epoch:
@@ -657,7 +681,8 @@ class GridCache:
 
     @staticmethod
     def key(task: Task, seed: int, rate: float) -> str:
-        return f"{PROTOCOL}|{task.name}|{seed}|{rate!r}"
+        protocol = PROTOCOL if SCHEDULE == "constant" else f"{PROTOCOL}+{SCHEDULE}-{WARMUP_FRACTION:g}"
+        return f"{protocol}|{task.name}|{seed}|{rate!r}"
 
     def get(self, task: Task, seed: int, rate: float) -> Run | None:
         entry = self.runs.get(self.key(task, seed, rate))
@@ -1199,6 +1224,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     parser.add_argument("--json", type=Path, default=ROOT / "out" / "training_quality.json",
                         help="write every result here (default out/training_quality.json)")
+    parser.add_argument("--schedule", choices=SCHEDULES, default="constant",
+                        help="constant (default) | warmup-cosine: every run trains with linear warmup over 10%% of its "
+                             "steps, then cosine to 0, and every rate is its peak")
     parser.add_argument("--list", action="store_true", help="list the models and exit")
     args = parser.parse_args(argv)
     unknown = [m for m in args.models.split(",") if m not in TASKS]
@@ -1215,6 +1243,8 @@ def main(argv: list[str] | None = None) -> None:
                   f"grid {_rate(task.grid()[0])} … {_rate(task.grid()[-1])}")
         return
     torch.set_num_threads(args.threads)
+    global SCHEDULE
+    SCHEDULE = args.schedule
     cache = GridCache(args.cache)
     results: dict[str, list[SeedResult]] = {}
     started = time.perf_counter()
