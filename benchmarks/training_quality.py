@@ -766,6 +766,17 @@ class Suggestion:
 
 
 @dataclass(frozen=True)
+class WarmupOutcome:
+    """``probe(..., warmup_advice=True)`` under the schedule, and its recommended peak trained without and with that warmup."""
+
+    seconds: float
+    recommended_steps: int | None
+    edges: tuple[tuple[int, float | None], ...]  # (warmup steps, measured edge)
+    without: Suggestion  # the recommended peak, cosine from step 0 (no warmup)
+    advised: Suggestion  # the recommended peak with the recommended warmup (None: no warmup was recommended)
+
+
+@dataclass(frozen=True)
 class LrphaseOutcome:
     seconds: float
     error: str | None
@@ -773,6 +784,7 @@ class LrphaseOutcome:
     eta_max: float | None
     recommended: Suggestion
     extrapolated: Suggestion  # the paper's extrapolated advice, ``measure=False`` (lrphase 0.1's only advice)
+    warmup: WarmupOutcome | None = None  # under a schedule: the warmup advice and its training runs
 
 
 @dataclass(frozen=True)
@@ -803,10 +815,26 @@ def step_seconds(task: Task, split: Split, seed: int) -> float:
     return statistics.median(times[warmup:])
 
 
-def _trained(task: Task, split: Split, seed: int, rate: float | None) -> Suggestion:
+def _trained(task: Task, split: Split, seed: int, rate: float | None, warmup: int | None = None) -> Suggestion:
     if rate is None or not math.isfinite(rate) or rate <= 0:
         return Suggestion(rate, None)
-    return Suggestion(rate, train(task, split, seed, rate))
+    return Suggestion(rate, train(task, split, seed, rate, warmup))
+
+
+def run_warmup_advice(task: Task, split: Split, seed: int, schedule: Any) -> WarmupOutcome:
+    """The probe with warmup advice (timed), and its recommended peak trained with no warmup and with the advised one."""
+    started = time.perf_counter()
+    result = lrphase.probe(
+        task.model(seed), (split.x_train, split.y_train), loss=task.loss, optimizer=task.lrphase_optimizer(),
+        batch_size=BATCH, seed=seed, schedule=schedule, warmup_advice=True,
+    )
+    seconds = time.perf_counter() - started
+    advice = result.advice.warmup
+    assert advice is not None
+    peak, steps = result.eta_recommended, advice.recommended_steps
+    without = _trained(task, split, seed, peak, 0)
+    advised = _trained(task, split, seed, peak, steps) if steps is not None else Suggestion(peak, None)
+    return WarmupOutcome(seconds, steps, advice.edge_by_warmup, without, advised)
 
 
 def run_lrphase(task: Task, split: Split, seed: int) -> LrphaseOutcome:
@@ -816,7 +844,7 @@ def run_lrphase(task: Task, split: Split, seed: int) -> LrphaseOutcome:
     try:
         result = lrphase.probe(
             model, (split.x_train, split.y_train), loss=task.loss, optimizer=task.lrphase_optimizer(),
-            batch_size=BATCH, seed=seed,
+            batch_size=BATCH, seed=seed, schedule=protocol_schedule(task, split),
         )
     except Exception as exc:  # noqa: BLE001 - a failing probe is a result to report, not a crash
         first_line = (str(exc).strip().splitlines() or [""])[0]
@@ -830,9 +858,11 @@ def run_lrphase(task: Task, split: Split, seed: int) -> LrphaseOutcome:
         model, (split.x_train, split.y_train), loss=task.loss, optimizer=task.lrphase_optimizer(), batch_size=BATCH,
         seed=seed, measure=False,
     )
+    schedule = protocol_schedule(task, split)
+    warmup = run_warmup_advice(task, split, seed, schedule) if schedule is not None else None
     return LrphaseOutcome(seconds, None, result.lambda0, result.eta_max,
                           _trained(task, split, seed, result.eta_recommended),
-                          _trained(task, split, seed, extrapolated.eta_recommended))
+                          _trained(task, split, seed, extrapolated.eta_recommended), warmup)
 
 
 def valley_index(losses: np.ndarray) -> int:
@@ -963,6 +993,10 @@ def _methods_text(task: Task, result: SeedResult) -> str:
         parts.append(f"lrphase error {probe.error}" if probe.error else
                      f"lrphase η={_rate(probe.recommended.rate)} → {_fraction_text(task, probe.recommended, best)}, "
                      f"η_max={_rate(probe.eta_max)}")
+        if probe.warmup is not None:
+            w = probe.warmup
+            parts.append(f"warmup advice {w.recommended_steps} steps: without → "
+                         f"{_fraction_text(task, w.without, best)}, advised → {_fraction_text(task, w.advised, best)}")
     if result.range_test is not None:
         rt = result.range_test
         parts.append(f"steepest η={_rate(rt.steepest.rate)} → {_fraction_text(task, rt.steepest, best)}; "
@@ -1123,6 +1157,10 @@ def summarize(results: dict[str, list[SeedResult]]) -> dict[str, Any]:
             _median([_ratio(r.lrphase.seconds, r.step_seconds) for r in seeds if r.lrphase is not None]),
             _median([_ratio(r.range_test.seconds, r.step_seconds) for r in seeds if r.range_test is not None]),
         )
+    divisors = divisor_tallies(results)
+    warmups = [(TASKS[name], r.lrphase.warmup, r.step_seconds) for name, seeds in results.items() for r in seeds
+               if r.lrphase is not None and r.lrphase.warmup is not None]
+    without_fails = [w for _, w, _ in warmups if w.without.run is not None and w.without.run.failed]
     within = {name: ETA_MAX_TOLERANCE ** -1 <= statistics.median(v) <= ETA_MAX_TOLERANCE for name, v in ratios.items()}
     pairs_within = sum(ETA_MAX_TOLERANCE ** -1 <= x <= ETA_MAX_TOLERANCE for v in ratios.values() for x in v)
     lrphase_total = sum(c[0] for c in costs.values() if c[0] is not None and c[1] is not None)
@@ -1137,7 +1175,46 @@ def summarize(results: dict[str, list[SeedResult]]) -> dict[str, Any]:
         "median_cost_steps": {name: {"lrphase": c[0], "range_test": c[1]} for name, c in costs.items()},
         "total_cost_ratio_lrphase_over_range_test": _ratio(lrphase_total, range_total),
         "pairs_check_would_pass_a_failing_rate": check_passes_failing,
+        "divisors_by_grid_lookup": divisors,
+        "warmup_advice": {
+            "pairs": len(warmups),
+            "recommended_peak_fails_without_warmup": len(without_fails),
+            "of_those_trains_with_recommended_warmup": sum(
+                w.advised.run is not None and not w.advised.run.failed for w in without_fails),
+            "no_warmup_recommended": sum(w.recommended_steps is None for _, w, _ in warmups),
+            "recommended_steps": [w.recommended_steps for _, w, _ in warmups],
+            "advised_fails": sum(w.advised.run is not None and w.advised.run.failed for _, w, _ in warmups),
+            "median_cost_steps": _median([_ratio(w.seconds, step) for _, w, step in warmups]),
+        } if warmups else None,
     }
+
+
+def divisor_tallies(results: dict[str, list[SeedResult]]) -> dict[str, dict[str, Any]]:
+    """For D = 2^(k/4), k = 0 … 12: the tallies η_max/D would get, scored by the grid run at the nearest grid rate.
+
+    A grid-lookup estimate for calibrating the divisor, not a trained run: SGD and adaptive tasks apart.
+    """
+    out: dict[str, dict[str, Any]] = {}
+    for family in ("sgd", "adaptive"):
+        rows = {}
+        for k in range(13):
+            divisor = 2.0 ** (k / 4)
+            tally = Tally()
+            for name, seeds in results.items():
+                task = TASKS[name]
+                if task.is_sgd != (family == "sgd"):
+                    continue
+                for r in seeds:
+                    if r.lrphase is None or r.lrphase.eta_max is None:
+                        continue
+                    target = r.lrphase.eta_max / divisor
+                    nearest = min(r.truth.runs, key=lambda run: abs(math.log(run.rate / target)))
+                    tally = tally.add(task, Suggestion(target, nearest), r.truth.best_score)
+            if tally.pairs:
+                rows[f"{divisor:.3g}"] = asdict(tally)
+        if rows:
+            out[family] = rows
+    return out
 
 
 def summary_text(summary: dict[str, Any]) -> str:
@@ -1157,6 +1234,18 @@ def summary_text(summary: dict[str, Any]) -> str:
             f"Median ratios: {medians}. η_max/(1 + {MEASURED_MARGIN:g}), the largest rate `lrphase check` passes by "
             f"default, at or above the first failing grid rate: {summary['pairs_check_would_pass_a_failing_rate']} pairs."
         )
+    for family, rows in summary["divisors_by_grid_lookup"].items():
+        lines += ["", f"η_max/D for {family} tasks, scored by the grid run at the nearest grid rate (a lookup, not "
+                      "trained): D → ≥ 99% · ≥ 95% · failed of pairs",
+                  ", ".join(f"{d}: {t['at_99']}·{t['at_95']}·{t['failed']}/{t['pairs']}" for d, t in rows.items())]
+    warmup = summary["warmup_advice"]
+    if warmup is not None:
+        lines += ["", f"Warmup advice ({warmup['pairs']} pairs): the recommended peak fails without warmup on "
+                      f"{warmup['recommended_peak_fails_without_warmup']}, and the recommended warmup trains it on "
+                      f"{warmup['of_those_trains_with_recommended_warmup']} of those; no measured warmup trained the "
+                      f"peak on {warmup['no_warmup_recommended']}; the advised (peak, warmup) failed on "
+                      f"{warmup['advised_fails']}. Recommended warmups (steps): {warmup['recommended_steps']}. "
+                      f"Cost with warmup advice (median, training steps): {_fmt(warmup['median_cost_steps'], '.0f')}."]
     ratio = summary["total_cost_ratio_lrphase_over_range_test"]
     if ratio is not None:
         lines.append("Total cost (sum over models of the median over seeds, in training steps): "
@@ -1182,6 +1271,8 @@ def write_json(path: Path, results: dict[str, list[SeedResult]], summary: dict[s
                grid_training_seconds: float) -> None:
     payload = {
         "protocol": PROTOCOL,
+        "schedule": SCHEDULE,
+        "warmup_fraction": WARMUP_FRACTION if SCHEDULE != "constant" else None,
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "seeds": args.seeds,
@@ -1255,7 +1346,8 @@ def main(argv: list[str] | None = None) -> None:
                                       range_lrs=range_lrs)
     elapsed = time.perf_counter() - started
     summary = summarize(results)
-    print(f"# Training quality ({PROTOCOL}), seeds 0…{args.seeds - 1}, torch {torch.__version__}, "
+    schedule = "" if SCHEDULE == "constant" else f", schedule {SCHEDULE} (warmup {WARMUP_FRACTION:.0%})"
+    print(f"# Training quality ({PROTOCOL}{schedule}), seeds 0…{args.seeds - 1}, torch {torch.__version__}, "
           f"{torch.get_num_threads()} thread(s); {elapsed:.0f} s, of which {cache.trained_seconds:.0f} s "
           "training uncached grid runs\n")
     print("## Ground truth\n")
