@@ -249,3 +249,20 @@ def test_loss_on_the_command_line_skips_reading_training_step(model_file, cli):
     result = cli("probe", path, "--loss", "cross_entropy", "--no-measure", "--json")
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["loss"] == "cross_entropy_mean"
+
+
+def test_a_scheduler_from_configure_optimizers_declares_the_schedule(model_file):
+    source = COMMON + NET.format(loss="F.cross_entropy(out, y)").replace(
+        "return torch.optim.SGD(self.parameters(), lr=0.1, momentum=0.9)",
+        "opt = torch.optim.AdamW(self.parameters(), lr=1e-3)\n"
+        "        warm = torch.optim.lr_scheduler.LinearLR(opt, 0.01, total_iters=5)\n"
+        "        cos = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=45)\n"
+        "        seq = torch.optim.lr_scheduler.SequentialLR(opt, [warm, cos], milestones=[5])\n"
+        '        return {"optimizer": opt, "lr_scheduler": {"scheduler": seq, "interval": "step"}}',
+    ) + DATAMODULE.format(batch_size=16) + "model = Net()\ndata = Digits()\n"
+    spec = load_spec(model_file(source))
+    settings = Settings(target="model.py").with_model_defaults(spec.defaults, loss=spec.loss)
+    schedule = settings.schedule()
+    assert settings.lr == 1e-3  # the peak, not LinearLR's first 1e-5
+    assert schedule is not None and schedule.warmup_steps == 5 and schedule.total_steps == 50
+    assert schedule.source == "SequentialLR(LinearLR, CosineAnnealingLR)" and schedule.factors[0] == pytest.approx(0.01)

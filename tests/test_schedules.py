@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import warnings
 
 import pytest
 import torch
@@ -18,6 +19,7 @@ from lrphase.dynamics.warmup import measure_warmup, warmup_lengths
 from lrphase.errors import InputError
 from lrphase.theory.optimizers import Optimizer
 from lrphase.theory.schedules import Schedule
+from lrphase.theory.torch_schedules import read_scheduler
 
 
 def recorded(scheduler: torch.optim.lr_scheduler.LRScheduler, steps: int) -> list[float]:
@@ -268,3 +270,64 @@ def test_check_fails_a_peak_near_the_scheduled_edge_and_offers_a_lower_peak_or_a
     model, x, y = classification()
     longer = Schedule(warmup_steps=warmup, total_steps=240, decay="cosine")
     assert train(model, x, y, Optimizer.named("adamw"), peak, longer) < 0.5 * F.cross_entropy(model(x), y).item()
+
+
+def record_torch(kind: str, steps: int) -> tuple[torch.optim.lr_scheduler.LRScheduler, list[float]]:
+    """A fresh scheduler of ``kind`` on an AdamW, and the rates a second fresh one sets over ``steps`` steps."""
+
+    def build() -> torch.optim.lr_scheduler.LRScheduler:
+        opt = torch.optim.AdamW([nn.Parameter(torch.zeros(3))], lr=0.1)
+        if kind == "sequential":
+            ramp = torch.optim.lr_scheduler.LinearLR(opt, 0.01, total_iters=10)
+            cosine = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=90)
+            return torch.optim.lr_scheduler.SequentialLR(opt, [ramp, cosine], milestones=[10])
+        if kind == "one-cycle":
+            return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=0.1, total_steps=steps)
+        return torch.optim.lr_scheduler.LambdaLR(opt, lambda t: min(1.0, (t + 1) / 10))
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return build(), recorded(build(), steps)
+
+
+@pytest.mark.parametrize("kind", ["sequential", "one-cycle", "lambda"])
+def test_a_torch_scheduler_is_read_as_torch_steps_it_and_is_left_untouched(kind):
+    scheduler, rates = record_torch(kind, 100)
+    group = scheduler.optimizer.param_groups[0]
+    before = (scheduler.last_epoch, group["lr"], scheduler.state_dict().keys())
+    schedule = read_scheduler(scheduler, total_steps=100)
+    assert (scheduler.last_epoch, group["lr"], scheduler.state_dict().keys()) == before
+    peak = max(rates)
+    assert list(schedule.factors) == pytest.approx([rate / peak for rate in rates], abs=1e-12)
+    assert schedule.warmup_steps == rates.index(peak) and schedule.total_steps == 100
+
+
+def test_a_scheduler_factory_a_lightning_dict_and_bad_schedulers():
+    factory = read_scheduler(lambda opt: torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=1.0, total_steps=50))
+    assert factory.total_steps == 50 and factory.source == "OneCycleLR"
+    per_epoch = read_scheduler(
+        {"scheduler": torch.optim.lr_scheduler.LinearLR(dummy(), 0.5, total_iters=4), "interval": "epoch"}, steps_per_epoch=3
+    )
+    expected = [0.5, 0.5, 0.5, 0.625, 0.625, 0.625]  # over the largest of its 4 epochs' rates, 0.875
+    assert list(per_epoch.factors[:6]) == pytest.approx([f / 0.875 for f in expected]) and per_epoch.total_steps == 12
+    with pytest.raises(InputError, match="total-steps"):
+        read_scheduler(torch.optim.lr_scheduler.StepLR(dummy(), 10))
+    with pytest.raises(InputError, match="per epoch"):
+        read_scheduler({"scheduler": torch.optim.lr_scheduler.StepLR(dummy(), 10)})
+    with pytest.raises(InputError, match="scheduler"):
+        read_scheduler(3)
+    stepped = torch.optim.lr_scheduler.LinearLR(dummy(), 0.5, total_iters=4)
+    stepped.optimizer.step()
+    stepped.step()
+    with pytest.raises(InputError, match="already stepped"):
+        read_scheduler(stepped)
+
+
+def test_a_model_files_scheduler_declares_the_schedule(model_file, cli):
+    source = SCHEDULED + (
+        "opt = torch.optim.AdamW(model.parameters(), lr=1e-3)\n"
+        "scheduler = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=1e-2, total_steps=200)\n"
+    )
+    record = json.loads(cli("probe", model_file(source), "--json").stdout)
+    assert record["schedule"]["source"] == "OneCycleLR" and record["schedule"]["warmup_steps"] == 59
+    assert record["measurement"]["warmup_steps"] == 59

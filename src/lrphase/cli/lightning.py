@@ -8,6 +8,9 @@ a ``LightningModule`` and that leaves keys out, :func:`lightning_entries` fills 
   without one, the module's own ``train_dataloader()`` (on a copy);
 * ``optimizer``: the first optimizer ``configure_optimizers()`` returns (on a copy), at the rate
   it was built with (before a scheduler's warmup scaled it);
+* ``scheduler``: the first learning-rate scheduler it returns, read as a schedule
+  (:mod:`lrphase.theory.torch_schedules`; an ``interval = "epoch"`` one with the loader's batches per epoch;
+  one without an end of its own, such as ``StepLR``, only with ``total_steps`` in the model file);
 * ``loss``: the loss whose value on one batch equals what ``training_step`` returns (on a copy,
   without gradients, the global RNG restored).
 
@@ -34,6 +37,7 @@ from ..curvature.jacobian import output_rows, select_output
 from ..curvature.losses import resolve_loss
 from ..errors import InputError
 from ..theory.optimizers import Optimizer
+from ..theory.torch_schedules import read_scheduler
 
 # the losses training_step may compute, in the order a match is taken
 CANDIDATE_LOSSES = ("cross_entropy", "cross_entropy_sum", "mse_loss_mean", "mse_loss_sum", "mse")
@@ -64,7 +68,17 @@ def lightning_entries(model: nn.Module, entries: Mapping[str, Any], *, source: s
     if wants_data:
         entries["data"] = _module_loader(clone, name)
     if wants_optimizer:
-        optimizer = _first_optimizer(_call(clone.configure_optimizers, f"{name}.configure_optimizers()"))
+        configured = _call(clone.configure_optimizers, f"{name}.configure_optimizers()")
+        scheduler = _first_scheduler(configured)
+        if scheduler is not None and "scheduler" not in entries:  # read before the optimizer's rate is reset
+            loader = entries.get("data")
+            per_epoch = len(loader) if isinstance(loader, DataLoader) else None
+            total = entries.get("total_steps") if isinstance(entries.get("total_steps"), int) else None
+            try:
+                entries["scheduler"] = read_scheduler(scheduler, total_steps=total, steps_per_epoch=per_epoch)
+            except InputError:  # no end of its own (StepLR) and no total_steps: the advice stays for a constant rate
+                pass
+        optimizer = _first_optimizer(configured)
         if optimizer is not None:  # built on the copy: its groups are placed in the copy's parameters
             entries["optimizer"] = Optimizer.from_torch(optimizer, list(clone.parameters()))
             entries.setdefault("lr", float(optimizer.param_groups[0]["lr"]))
@@ -155,6 +169,20 @@ def _first_optimizer(configured: Any) -> torch.optim.Optimizer | None:
     for group in configured.param_groups:
         group["lr"] = group.get("initial_lr", group["lr"])
     return configured
+
+
+def _first_scheduler(configured: Any) -> Any:
+    """The first scheduler ``configure_optimizers`` returns (an object or Lightning's dict), else None.
+
+    The forms: ``([optimizers], [schedulers])``; a dict with key ``lr_scheduler``; a list of such dicts.
+    """
+    if isinstance(configured, Mapping):
+        return configured.get("lr_scheduler")
+    if isinstance(configured, (list, tuple)) and configured:
+        if len(configured) == 2 and isinstance(configured[0], (list, tuple)) and isinstance(configured[1], (list, tuple)):
+            return configured[1][0] if configured[1] else None
+        return _first_scheduler(configured[0]) if isinstance(configured[0], Mapping) else None
+    return None
 
 
 def _training_step_loss(clone: Any, data: Any, name: str, source: str) -> str:
