@@ -47,6 +47,18 @@ def warmup_source(width: int, samples: int) -> str:
     return "\n\n".join([header, inspect.getsource(WarmupModel), inspect.getsource(warmup_case), body])
 
 
+def classification(
+    seed: int = 0, m: int = 96, *, width: int = 32, activation: type[nn.Module] = nn.Tanh
+) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
+    """An 8→width→4 classifier (``torch.manual_seed(seed)``) on m Gaussian inputs with a learnable 4-class rule."""
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Linear(8, width), activation(), nn.Linear(width, 4))
+    gen = torch.Generator().manual_seed(seed + 1)
+    x = torch.randn(m, 8, generator=gen)
+    y = (x[:, :4].argmax(dim=1) + (x[:, 4] > 1).long()) % 4
+    return model, x, y
+
+
 def mlp() -> nn.Module:
     return nn.Sequential(nn.Linear(6, 32), nn.ReLU(), nn.Linear(32, 32), nn.ReLU(), nn.Linear(32, 4))
 

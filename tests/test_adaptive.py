@@ -10,21 +10,12 @@ import torch.nn.functional as F
 from torch import nn
 
 import lrphase
-from cases import dense_jacobian, dense_outputs
+from cases import classification, dense_jacobian, dense_outputs
 from lrphase.curvature.losses import resolve_loss
 from lrphase.dynamics.runs import Stepper, make_trainer
 from lrphase.dynamics.stability import SPIKE_RATIO, make_edge_trainer
 from lrphase.errors import InputError
 from lrphase.theory.optimizers import Optimizer
-
-
-def classification(seed: int = 0, m: int = 96):
-    torch.manual_seed(seed)
-    model = nn.Sequential(nn.Linear(8, 32), nn.Tanh(), nn.Linear(32, 4))
-    gen = torch.Generator().manual_seed(seed + 1)
-    x = torch.randn(m, 8, generator=gen)
-    y = (x[:, :4].argmax(dim=1) + (x[:, 4] > 1).long()) % 4
-    return model, x, y
 
 
 def test_preconditioned_lambda0_equals_the_dense_float64_reference():

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+import cases
 import lrphase
 from lrphase.curvature.losses import resolve_loss
 from lrphase.dynamics.stability import CHECK_EVERY, make_edge_trainer
@@ -118,12 +119,7 @@ def test_a_measuring_run_trains_at_the_peak_times_the_schedule_as_torchs_lambda_
 
 
 def classification(seed: int = 0, m: int = 512):
-    torch.manual_seed(seed)
-    model = nn.Sequential(nn.Linear(8, 64), nn.ReLU(), nn.Linear(64, 4))
-    gen = torch.Generator().manual_seed(seed + 1)
-    x = torch.randn(m, 8, generator=gen)
-    y = (x[:, :4].argmax(dim=1) + (x[:, 4] > 1).long()) % 4
-    return model, x, y
+    return cases.classification(seed, m, width=64, activation=nn.ReLU)
 
 
 def train(model: nn.Module, x, y, spec: Optimizer, peak: float, schedule: Schedule, batch: int = 64) -> float:
