@@ -95,7 +95,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import lrphase
-from lrphase.workflows.check import MEASURED_MARGIN
+from lrphase.advice import MEASURED_MARGIN
 
 PROTOCOL = "training-quality-3"  # bump whenever a model, a data set or the training protocol changes
 SCHEDULES = ("constant", "warmup-cosine")

@@ -35,7 +35,8 @@ that decays has divisors of its own, calibrated on the warmup + cosine protocol 
 ``benchmarks/training_quality.py``: η_rec = η_max/``DECAY_DIVISOR`` = η_max/2^(3/2) for SGD, a higher
 peak than the constant rate's (every divisor from 2^(5/4) to 2^(7/4) reached 99% of the grid's best on
 all 12 SGD pairs, 4 on 11), and η_max/``DECAY_ADAPTIVE_DIVISOR`` = η_max/2^(5/2) for an adaptive
-optimizer, as for a constant rate. A warmup with a constant rate after it keeps the constant divisors. The warmup advice (:mod:`lrphase.dynamics.warmup`) is measured at η_rec; beside it
+optimizer, as for a constant rate. A warmup with a constant rate after it keeps the constant divisors.
+The warmup advice (:mod:`lrphase.dynamics.warmup`) is measured at η_rec·(1 + ``MEASURED_MARGIN``); beside it
 the catapult's prediction: a warmup that starts below η_crit = 2F/(λ₀ + wd) (λᴾ₀'s edge for an
 adaptive optimizer) is stable at its first step, so a peak below it needs no warmup.
 """
@@ -56,6 +57,7 @@ from .vocabulary import PHASES, Confidence, Phase, Source
 
 RECOMMEND_DIVISOR = 4.0
 ADAPTIVE_DIVISOR = 2.0**2.5
+MEASURED_MARGIN = 0.5  # the room kept below a measured edge: check's default margin (lrphase.workflows.check)
 DECAY_DIVISOR = 2.0**1.5
 DECAY_ADAPTIVE_DIVISOR = 2.0**2.5
 

@@ -8,7 +8,8 @@ terms (:mod:`lrphase.dynamics.stability`, runs that follow the warmup, then the 
 * **the edge against the warmup**: a stability search at each warmup length of ``warmup_lengths``
   (0, w/4, w/2 and the declared w), on the same lattice of rates, each starting from the declared
   warmup's edge (a shorter warmup rarely tolerates more);
-* **the shortest warmup for a peak** η: runs at η with those lengths, shortest first, until one trains;
+* **the shortest warmup for a peak** η: runs at η·(1 + m) with those lengths, shortest first, until one
+  trains (m: the margin ``check`` keeps from a measured edge, so that the peak itself has room);
   the run with the declared warmup tracks the curvature (λ, or λᴾ for an adaptive optimizer) at
   ``TRACK_POINTS`` fractions of the warmup, so the output shows why it trains;
 * **a longer warmup** for a peak that fails (``check``): runs at ``LONGER_WARMUPS`` times the declared
@@ -35,13 +36,14 @@ class WarmupMeasurement:
     """The edge at each measured warmup length, and the runs at one peak that give its shortest warmup."""
 
     peak: float
+    margin: float  # the peak runs are at peak·(1 + margin)
     edges: tuple[tuple[int, EdgeMeasurement], ...]  # (warmup steps, its search), shortest first
-    peak_runs: tuple[EdgeRun, ...]  # runs at ``peak``, shortest warmup first, up to the first that trained
-    trajectory: EdgeRun | None  # the run at ``peak`` with the declared warmup, curvature tracked through it
+    peak_runs: tuple[EdgeRun, ...]  # runs at peak·(1 + margin), shortest warmup first, up to the first that trained
+    trajectory: EdgeRun | None  # the run at peak·(1 + margin) with the declared warmup, curvature tracked through it
 
     @property
     def recommended_steps(self) -> int | None:
-        """The shortest measured warmup at which ``peak`` trained (None: none did)."""
+        """The shortest measured warmup at which peak·(1 + margin) trained (None: none did)."""
         return next((run.warmup_steps for run in self.peak_runs if run.trains), None)
 
     @property
@@ -66,9 +68,10 @@ def measure_warmup(
     declared: EdgeMeasurement,
     peak: float,
     *,
+    margin: float,
     on_run: Callable[[EdgeRun], None] | None = None,
 ) -> WarmupMeasurement:
-    """The edge at each warmup length up to ``declared``'s, and the shortest of them at which ``peak`` trains."""
+    """The edge at each warmup length up to ``declared``'s, and the shortest at which peak·(1 + ``margin``) trains."""
     schedule, steps = declared.schedule, declared.steps
     warmup = schedule.warmup_steps
     top = declared.eta_max or declared.start_lr
@@ -85,7 +88,7 @@ def measure_warmup(
     trajectory = None
     for length in warmup_lengths(warmup):
         with preserved_rng():
-            run = trainer.run(peak, steps, schedule.with_warmup(length), track if length == warmup else ())
+            run = trainer.run(peak * (1.0 + margin), steps, schedule.with_warmup(length), track if length == warmup else ())
         if on_run is not None:
             on_run(run)
         peak_runs.append(run)
@@ -95,10 +98,10 @@ def measure_warmup(
             break
     if trajectory is None:
         with preserved_rng():
-            trajectory = trainer.run(peak, steps, schedule, track)
+            trajectory = trainer.run(peak * (1.0 + margin), steps, schedule, track)
         if on_run is not None:
             on_run(trajectory)
-    return WarmupMeasurement(peak, tuple(edges), tuple(peak_runs), trajectory)
+    return WarmupMeasurement(peak, margin, tuple(edges), tuple(peak_runs), trajectory)
 
 
 def longer_warmup(

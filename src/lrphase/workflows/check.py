@@ -38,7 +38,7 @@ from typing import Any
 
 from torch import nn
 
-from ..advice import Advice
+from ..advice import MEASURED_MARGIN, Advice
 from ..dynamics.stability import EdgeRun
 from ..dynamics.warmup import longer_warmup
 from ..errors import ExitCode, InputError
@@ -47,8 +47,6 @@ from ..theory.optimizers import Optimizer, group_rate, resolve_optimizer
 from ..theory.schedules import CONSTANT, Schedule
 from ..vocabulary import PHASES, Phase
 from .probe import ProbeResult, edge_trainer, probe
-
-MEASURED_MARGIN = 0.5
 
 
 @dataclass(frozen=True)

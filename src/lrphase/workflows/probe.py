@@ -14,7 +14,15 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..advice import Advice, could_be_exact, measured_advice, predicted_adaptive_advice, predicted_advice, prediction_exact
+from ..advice import (
+    MEASURED_MARGIN,
+    Advice,
+    could_be_exact,
+    measured_advice,
+    predicted_adaptive_advice,
+    predicted_advice,
+    prediction_exact,
+)
 from ..curvature.data import is_full_batch
 from ..curvature.distributed import world
 from ..curvature.estimate import Lambda0Estimate, estimate_lambda0
@@ -171,5 +179,6 @@ def probe(
         )
         advice = replace(advice, caveats=(*advice.caveats, cut))
     if warmup_advice:
-        advice = replace(advice, warmup=measure_warmup(trainer, measurement, advice.eta_recommended, on_run=on_run))
+        warmup = measure_warmup(trainer, measurement, advice.eta_recommended, margin=MEASURED_MARGIN, on_run=on_run)
+        advice = replace(advice, warmup=warmup)
     return ProbeResult(estimate, activation, phases, advice)

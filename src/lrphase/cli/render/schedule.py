@@ -45,6 +45,7 @@ def warmup_to_dict(warmup: WarmupMeasurement) -> dict[str, Any]:
     trajectory = warmup.trajectory
     return {
         "peak": warmup.peak,
+        "tested_lr": warmup.peak * (1.0 + warmup.margin),
         "recommended_warmup_steps": warmup.recommended_steps,
         "edges": [{"warmup_steps": steps, "eta_max": edge} for steps, edge in warmup.edge_by_warmup],
         "peak_runs": [{"warmup_steps": run.warmup_steps, "trains": run.trains, "reason": run.reason} for run in warmup.peak_runs],
@@ -64,7 +65,8 @@ def render_warmup(advice: Advice, console: Console) -> None:
         title_justify="left",
         header_style="bold",
     )
-    for column in ("warmup steps", "η_max (largest peak that trained)", f"peak {warmup.peak:.4g}"):
+    tested = warmup.peak * (1.0 + warmup.margin)
+    for column in ("warmup steps", "η_max (largest peak that trained)", f"{1 + warmup.margin:g} × peak = {tested:.4g}"):
         table.add_column(column, justify="right")
     verdicts = {run.warmup_steps: run for run in warmup.peak_runs}
     for steps, edge in warmup.edge_by_warmup:
@@ -74,16 +76,18 @@ def render_warmup(advice: Advice, console: Console) -> None:
     console.print(table)
     shortest = warmup.recommended_steps
     if shortest is None:
-        console.print(f"[yellow]the recommended peak {warmup.peak:.4g} failed with every measured warmup[/]")
+        console.print(f"[yellow]{tested:.4g}, {1 + warmup.margin:g}× the recommended peak, failed with every measured warmup[/]")
     else:
-        console.print(f"[bold]shortest warmup for the recommended peak {warmup.peak:.4g}: {shortest} steps[/] (measured)")
+        console.print(
+            f"[bold]shortest warmup for the recommended peak {warmup.peak:.4g}: {shortest} steps[/] (measured: "
+            f"{1 + warmup.margin:g}× the peak trained with it, the room check keeps from a measured edge)"
+        )
     trajectory = warmup.trajectory
     if trajectory is not None and trajectory.curvature:
         schedule = advice.schedule.with_warmup(trajectory.warmup_steps)
         symbol = "λᴾ" if adaptive else "λ"
         points = ", ".join(
-            f"step {step}: η_t·{symbol} = {warmup.peak * schedule.factor(step) * value:.3g}"
-            for step, value in trajectory.curvature
+            f"step {step}: η_t·{symbol} = {tested * schedule.factor(step) * value:.3g}" for step, value in trajectory.curvature
         )
         initial = advice.adaptive.lambda_p0 if adaptive and advice.adaptive else advice.lambda0
         first, last = initial, trajectory.curvature[-1][1]
@@ -92,6 +96,6 @@ def render_warmup(advice: Advice, console: Console) -> None:
             if last < first
             else "rising: the network sharpens as it trains (progressive sharpening), so the peak meets a sharper network"
         )
-        console.print(f"[dim]curvature through the {trajectory.warmup_steps}-step warmup at the recommended peak: {points}[/]")
+        console.print(f"[dim]curvature through the {trajectory.warmup_steps}-step warmup at peak {tested:.4g}: {points}[/]")
         end = f"{last:.4g} at step {trajectory.steps_run}"
         console.print(f"[dim]{symbol} from {first:.4g} at initialization to {end}, {trend}[/]")
