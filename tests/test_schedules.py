@@ -6,6 +6,7 @@ import copy
 import json
 import math
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -328,3 +329,13 @@ def test_a_model_files_scheduler_declares_the_schedule(model_file, cli):
     record = json.loads(cli("probe", model_file(source), "--json").stdout)
     assert record["schedule"]["source"] == "OneCycleLR" and record["schedule"]["warmup_steps"] == 59
     assert record["measurement"]["warmup_steps"] == 59
+
+
+def test_the_bundled_warmup_cosine_example_reads_its_scheduler_and_checks_its_own_peak(cli):
+    pytest.importorskip("sklearn", reason="examples/digits_warmup_cosine.py needs scikit-learn")
+    path = str(Path(__file__).parents[1] / "examples" / "digits_warmup_cosine.py")
+    checked = cli("check", path, "--json")
+    assert checked.exit_code == 0, checked.stdout
+    record = json.loads(checked.stdout)
+    assert record["lr"] == 3e-3 and record["schedule"]["source"] == "SequentialLR(LinearLR, CosineAnnealingLR)"
+    assert record["schedule"]["warmup_steps"] == 60 and record["probe"]["measurement"]["warmup_steps"] == 60

@@ -229,10 +229,18 @@ def recommended_phase_note(advice: Advice) -> str:
         )
     if phase == "lazy":
         return (
-            f"the recommended rate is in the lazy phase, below η_crit = {advice.eta_crit:.4g}: a quarter of the measured edge "
-            "trained best on the training-quality benchmark (benchmarks/RESULTS.md), and here it falls below the catapult window"
+            f"the recommended rate is in the lazy phase, below η_crit = {advice.eta_crit:.4g}: {_share(advice)} of the measured "
+            "edge trained best on the training-quality benchmark (benchmarks/RESULTS.md), and here it falls below the catapult "
+            "window"
         )
     return "the recommended rate is in the catapult phase: expect the loss to spike in the first steps and then converge"
+
+
+def _share(advice: Advice) -> str:
+    """The recommended rate's fraction of η_max in words: the constant rate's, or 1/D of a decaying schedule."""
+    if advice.schedule.decays:
+        return f"1/{advice.eta_max / advice.eta_recommended:.3g} (a decaying schedule's divisor)"
+    return "half an octave below a quarter" if advice.optimizer.adaptive else "a quarter"
 
 
 def _adaptive_rows(table: Table, result: ProbeResult) -> None:
@@ -274,7 +282,7 @@ def _adaptive_phases(result: ProbeResult, console: Console) -> None:
     console.print(phases)
     if advice.eta_recommended < advice.eta_max:
         console.print(
-            "[dim]the recommended rate is in the stable phase, half an octave below a quarter of the edge: "
+            f"[dim]the recommended rate is in the stable phase, {_share(advice)} of the edge: "
             "there Adam trained best on the calibration models (benchmarks/RESULTS.md)[/]"
         )
 
