@@ -222,16 +222,15 @@ class Settings:
         return replace(self, **filled)
 
     def schedule(self) -> Schedule | None:
-        """The declared schedule: from the schedule keys where any is set, else the model file's scheduler, else None.
+        """The declared schedule: the schedule keys' where any is set, else the model file's scheduler, else None.
 
-        With the keys, an unset warmup is 0 and an unset decay constant; an unset total comes from the scheduler.
+        The keys replace a scheduler; an unset warmup is 0 and an unset decay constant.
         """
-        base = self.schedule_object
         if all(getattr(self, key) is None for key in SCHEDULE_KEYS):
-            return base
+            return self.schedule_object
         return Schedule(
             warmup_steps=self.warmup_steps or 0,
-            total_steps=self.total_steps if self.total_steps is not None else (base.total_steps if base else None),
+            total_steps=self.total_steps,
             decay=self.decay or "constant",  # type: ignore[arg-type]  # validated against DECAYS
             warmup_start=self.warmup_start,
         )
