@@ -10,6 +10,7 @@ from rich.table import Table
 from ...errors import ExitCode
 from ...workflows.check import CheckResult
 from .probe import probe_to_dict, render_measurement
+from .schedule import schedule_note
 
 CHECK_SCHEMA = "lrphase.check/3"
 ANNOTATION_TITLE = "lrphase check"
@@ -105,6 +106,7 @@ def render_check(result: CheckResult, console: Console, *, source: str | None = 
         ExitCode.NOT_CONVERGED: "[bold red]NOT CONVERGED[/]",
     }
     console.print(f"{verdict[result.exit_code]} (exit {int(result.exit_code)}): {result.message}")
+    console.print(f"[dim]{schedule_note(ph)}[/]")
     for caveat in ph.caveats:
         console.print(f"[yellow]caution:[/] {caveat}")
 
