@@ -239,14 +239,18 @@ class EdgeTrainer:
             with torch.no_grad():
                 return float(loss.value(seeded_forward(model, eval_inputs, seed=seed), tracker.target))
 
-        def measure(step: int) -> float:
-            """λ_step, or λᴾ_step with the optimizer's current P, recorded in the run's curvature."""
+        def measure(step: int) -> float | None:
+            """λ_step, or λᴾ_step with the optimizer's current P, recorded in the run's curvature (None: P unknown)."""
             inverse = stepper.inverse_preconditioner() if adaptive else None
+            if adaptive and inverse is None:
+                return None
             curvature.append((step, tracker.curvature(model) if inverse is None else tracker.curvature(model, inverse)))
             return curvature[-1][1]
 
         def sharpness(step: int) -> float:
-            return lr * schedule.factor(step) * optimizer.curvature(measure(step))
+            value = measure(step)
+            assert value is not None  # SGD's curvature is always measured
+            return lr * schedule.factor(step) * optimizer.curvature(value)
 
         def judged(trains: bool, reason: str, step: int) -> EdgeRun:
             return EdgeRun(lr, trains, reason, tuple(losses), tuple(curvature), step, warmup)
@@ -277,11 +281,9 @@ class EdgeTrainer:
             return judged(False, f"no progress: loss at {final:.3g}× its start after {total} steps", total)
         trained = f"loss at {final:.2g}× its start after {total} steps (lowest {lowest:.2g}×)"
         if adaptive:
-            factor = optimizer.preconditioned_factor
-            sharp = ""
-            if stepper.inverse_preconditioner() is not None:
-                edge = lr * schedule.factor(total) * measure(total)
-                sharp = f", η·λᴾ = {edge:.3g} (edge 2Fᴾ = {2 * factor:.3g})" if factor else ""
+            factor, value = optimizer.preconditioned_factor, measure(total)
+            rate = lr * schedule.factor(total)
+            sharp = f", η·λᴾ = {rate * value:.3g} (edge 2Fᴾ = {2 * factor:.3g})" if value is not None and factor else ""
             return judged(True, f"{trained}{sharp}", total)
         limit = SHARPNESS_LIMIT * min(optimizer.stability_factor, 1.0)
         at_end = sharpness(total)
