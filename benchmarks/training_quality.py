@@ -95,7 +95,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import lrphase
-from lrphase.advice import MEASURED_MARGIN
+from lrphase.advice import MEASURED_MARGIN, SCHEDULE_MARGIN
 
 PROTOCOL = "training-quality-3"  # bump whenever a model, a data set or the training protocol changes
 SCHEDULES = ("constant", "warmup-cosine")
@@ -1148,7 +1148,7 @@ def summarize(results: dict[str, list[SeedResult]]) -> dict[str, Any]:
                 ratio = _ratio(r.lrphase.eta_max, r.truth.first_failing_rate)
                 if ratio is not None:
                     ratios.setdefault(name, []).append(ratio)
-                    check_passes_failing += ratio >= 1.0 + MEASURED_MARGIN
+                    check_passes_failing += ratio >= 1.0 + check_margin()
             if r.range_test is not None:
                 tallies["steepest"] = tallies["steepest"].add(task, r.range_test.steepest, best)
                 tallies["min/10"] = tallies["min/10"].add(task, r.range_test.minimum, best)
@@ -1189,6 +1189,11 @@ def summarize(results: dict[str, list[SeedResult]]) -> dict[str, Any]:
     }
 
 
+def check_margin() -> float:
+    """``lrphase check``'s default margin from a measured edge under the protocol's schedule."""
+    return MEASURED_MARGIN if SCHEDULE == "constant" else SCHEDULE_MARGIN
+
+
 def divisor_tallies(results: dict[str, list[SeedResult]]) -> dict[str, dict[str, Any]]:
     """For D = 2^(k/4), k = 0 … 12: the tallies η_max/D would get, scored by the grid run at the nearest grid rate.
 
@@ -1197,7 +1202,7 @@ def divisor_tallies(results: dict[str, list[SeedResult]]) -> dict[str, dict[str,
     out: dict[str, dict[str, Any]] = {}
     for family in ("sgd", "adaptive"):
         rows = {}
-        for k in range(13):
+        for k in range(21):
             divisor = 2.0 ** (k / 4)
             tally = Tally()
             for name, seeds in results.items():
@@ -1231,7 +1236,7 @@ def summary_text(summary: dict[str, Any]) -> str:
             f"η_max within {ETA_MAX_TOLERANCE}× of the first failing grid rate: "
             f"{summary['models_eta_max_within_1_5x']} of {summary['models_with_eta_max']} models (median ratio over "
             f"seeds), {summary['pairs_eta_max_within_1_5x']} of {summary['pairs_with_eta_max']} (model, seed) pairs. "
-            f"Median ratios: {medians}. η_max/(1 + {MEASURED_MARGIN:g}), the largest rate `lrphase check` passes by "
+            f"Median ratios: {medians}. η_max/(1 + {check_margin():g}), the largest rate `lrphase check` passes by "
             f"default, at or above the first failing grid rate: {summary['pairs_check_would_pass_a_failing_rate']} pairs."
         )
     for family, rows in summary["divisors_by_grid_lookup"].items():

@@ -37,7 +37,9 @@ that decays has divisors of its own, calibrated on the warmup + cosine protocol 
 pairs, against 28 for D = 4), and η_max/``DECAY_ADAPTIVE_DIVISOR`` = η_max/2^(11/4) for an adaptive
 optimizer, a quarter octave lower than its constant rate's (20 of 21 pairs, against 18 for 2^(5/2)).
 A warmup with a constant rate after it keeps the constant divisors.
-The warmup advice (:mod:`lrphase.dynamics.warmup`) is measured at η_rec·(1 + ``MEASURED_MARGIN``); beside it
+``check`` keeps more room from an edge measured under a schedule (:attr:`Advice.margin`): with a warmup, full
+training failed up to 1.8× (SGD) and 2.6× (the causal LM's noisy failure rule) below it on that benchmark.
+The warmup advice (:mod:`lrphase.dynamics.warmup`) is measured at η_rec·(1 + that margin); beside it
 the catapult's prediction: a warmup that starts below η_crit = 2F/(λ₀ + wd) (λᴾ₀'s edge for an
 adaptive optimizer) is stable at its first step, so a peak below it needs no warmup.
 """
@@ -59,6 +61,7 @@ from .vocabulary import PHASES, Confidence, Phase, Source
 RECOMMEND_DIVISOR = 4.0
 ADAPTIVE_DIVISOR = 2.0**2.5
 MEASURED_MARGIN = 0.5  # the room kept below a measured edge: check's default margin (lrphase.workflows.check)
+SCHEDULE_MARGIN = 1.0  # the room kept below an edge measured under a declared schedule
 DECAY_DIVISOR = 2.0**1.5
 DECAY_ADAPTIVE_DIVISOR = 2.0**2.75
 
@@ -94,6 +97,16 @@ class Advice:
     def schedule(self) -> Schedule:
         """The schedule the advice is for: every rate is its peak (constant when none was declared)."""
         return self.measurement.schedule if self.measurement is not None else CONSTANT
+
+    @property
+    def margin(self) -> float:
+        """``check``'s default margin: 0, ``MEASURED_MARGIN``, or ``SCHEDULE_MARGIN`` under a declared schedule.
+
+        0 from a predicted edge, which is exact; a measured edge keeps room, more under a schedule (module doc).
+        """
+        if self.measurement is None:
+            return 0.0
+        return SCHEDULE_MARGIN if self.schedule.declared else MEASURED_MARGIN
 
     @property
     def stable_start(self) -> float | None:

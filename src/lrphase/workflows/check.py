@@ -9,8 +9,9 @@ factor 1+m away from each boundary between an accepted and a rejected phase, whi
 between two accepted phases needs no distance. m = 0 checks η alone; that is the default
 against a predicted edge, which is exact. A measured edge comes from 40-step runs, and on the
 training-quality benchmark a full training run failed at up to 1.9× below it (7–9 of 33 pairs at
-or below it across reruns), so against a measured edge the default is m = ``MEASURED_MARGIN``: a rate passes
-only at least a factor 1.5 below the edge.
+or below it across reruns), so against a measured edge the default is m = 0.5: a rate passes
+only at least a factor 1.5 below the edge; under a declared schedule m = 1, a factor 2
+(:attr:`lrphase.advice.Advice.margin`).
 
 A failing rate gets a suggestion: the first that passes of the recommended rate η_rec, the
 catapult window's geometric centre √(η_crit·η_max) and η_crit/(2(1+m)), deep in the lazy phase
@@ -38,7 +39,7 @@ from typing import Any
 
 from torch import nn
 
-from ..advice import MEASURED_MARGIN, Advice
+from ..advice import Advice
 from ..dynamics.stability import EdgeRun
 from ..dynamics.warmup import longer_warmup
 from ..errors import ExitCode, InputError
@@ -229,8 +230,8 @@ def check(
     ``weight_decay`` for Adam and the like, in ``options``); an :class:`Optimizer`; a ``torch.optim.Optimizer``
     subclass; or an optimizer object built on ``model``, whose first parameter group also supplies ``lr`` when it
     is not given. For an optimizer lrphase cannot run (LBFGS), λ₀ is not estimated and the
-    result says why. ``margin`` defaults to 0 against a predicted edge and ``MEASURED_MARGIN``
-    against a measured one (module doc). ``options`` go to :func:`lrphase.probe` (``measure``, ``measure_steps``) and
+    result says why. ``margin`` defaults to :attr:`lrphase.advice.Advice.margin` (module doc).
+    ``options`` go to :func:`lrphase.probe` (``measure``, ``measure_steps``) and
     :func:`lrphase.estimate_lambda0`; ``jvp_mode`` defaults
     to ``"double"`` so the arithmetic, and the verdict, never depend on timing, and ``ntk`` to
     False: the verdict needs λ₀ alone, and for cross-entropy the NTK λ₀ would be a second Lanczos
@@ -256,7 +257,7 @@ def check(
         model, data, loss=loss, c_act=c_act, optimizer=spec, jvp_mode=jvp_mode, progress=progress, on_run=on_run, **options
     )  # fmt: skip
     if margin is None:
-        margin = MEASURED_MARGIN if probed.advice.source == "measured" else 0.0
+        margin = probed.advice.margin
     placement = place(probed.advice, lr, accept=accepted, margin=margin)
     warmup_run = None
     measurement = probed.advice.measurement

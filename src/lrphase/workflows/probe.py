@@ -15,7 +15,6 @@ import torch
 from torch import nn
 
 from ..advice import (
-    MEASURED_MARGIN,
     Advice,
     could_be_exact,
     measured_advice,
@@ -179,6 +178,6 @@ def probe(
         )
         advice = replace(advice, caveats=(*advice.caveats, cut))
     if warmup_advice:
-        warmup = measure_warmup(trainer, measurement, advice.eta_recommended, margin=MEASURED_MARGIN, on_run=on_run)
+        warmup = measure_warmup(trainer, measurement, advice.eta_recommended, margin=advice.margin, on_run=on_run)
         advice = replace(advice, warmup=warmup)
     return ProbeResult(estimate, activation, phases, advice)
