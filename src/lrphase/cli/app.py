@@ -348,6 +348,8 @@ def sweep(
                 typer.echo(json.dumps(sweep_to_dict(result, source=settings.target), indent=2))
                 return
             _print(lambda console: render_sweep(result, console, source=settings.target))
+            if settings.schedule() is not None:
+                typer.echo("note: sweep trains every rate as a constant rate; the declared schedule is not applied", err=True)
             if plot:
                 typer.echo(f"phase diagram written to {plot}")
 
