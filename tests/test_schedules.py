@@ -233,6 +233,7 @@ def test_schedule_input_errors_are_one_line_with_exit_2(model_file, cli):
         (("--decay", "cosine"), "--total-steps"),
         (("--warmup-steps", "-3"), "--warmup-steps"),
         (("--warmup-advice",), "warmup"),
+        (("--warmup-steps", "8", "--no-measure"), "--no-measure"),
         (("--warmup-steps", "300", "--total-steps", "200", "--decay", "linear"), "warmup"),
     ):
         result = cli("probe", path, *args)

@@ -135,6 +135,8 @@ def probe(
     """
     opt = resolve_optimizer(optimizer, model)
     plan = resolve_schedule(schedule)
+    if measure is False and plan.declared:
+        raise InputError("a schedule's peak is always measured (the paper predicts a constant rate only): drop --no-measure")
     if warmup_advice and not plan.warmup_steps:
         raise InputError("warmup advice needs a schedule with a warmup: declare its warmup steps (--warmup-steps)")
     steps = measure_steps if measure_steps is not None else (ADAPTIVE_STEPS if opt.adaptive else DEFAULT_STEPS)
