@@ -43,6 +43,11 @@ loss rose above its start), besides a non-finite loss and no progress; there is 
 (``benchmarks/adam_quality.py``) no rate below the edge ever rose above its start, and every jump
 came within the first 7 steps. A run that trained ends with λᴾ, with the run's own P.
 
+**A declared schedule** (:mod:`lrphase.theory.schedules`) makes each run's rate a peak η: at step t it
+trains at η·f(t), through the schedule's warmup (at most ``MAX_FOLLOWED_WARMUP`` steps of it) and then
+``steps`` more steps of what follows; an adaptive run's loss is checked after every step of the warmup
+and ``SPIKE_STEPS`` more. The verdicts are the same.
+
 **The search** runs rates on the lattice η_s·2^(j/4). It starts at η_s, placed by λ₀:
 η_s = c_s √(1 − β)/(λ₀ + wd) with c_s = ``START_CROSS_ENTROPY`` for cross-entropy and
 c_s = c_act/2 otherwise; with momentum β = 0.9 the edge was seen 1–20× below plain SGD's (up to
