@@ -80,6 +80,7 @@ def test_with_warmup_keeps_the_decay_and_a_tabulated_schedule_keeps_its_table_af
     assert table.warmup_steps == 2 and table.decays
     longer = table.with_warmup(4)
     assert [longer.factor(t) for t in range(7)] == pytest.approx([0.0, 0.25, 0.5, 0.75, 1.0, 0.8, 0.4])
+    assert longer.total_steps == 7 and longer.warmup_steps == 4
 
 
 def regression(seed: int = 0, m: int = 64):

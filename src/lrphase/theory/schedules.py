@@ -112,7 +112,8 @@ class Schedule:
         if self.factors is None:
             return replace(self, warmup_steps=steps)
         ramp = tuple(self.start + (1.0 - self.start) * t / steps for t in range(steps))
-        return replace(self, warmup_steps=steps, factors=ramp + self.factors[self.warmup_steps :])
+        table = ramp + self.factors[self.warmup_steps :]
+        return replace(self, warmup_steps=steps, total_steps=len(table), factors=table)
 
     def describe(self) -> str:
         """One line for people, e.g. ``linear warmup over 100 steps, then cosine decay to step 2000``."""
