@@ -343,7 +343,11 @@ def test_the_bundled_warmup_cosine_example_reads_its_scheduler_and_checks_its_ow
     assert record["schedule"]["warmup_steps"] == 60 and record["probe"]["measurement"]["warmup_steps"] == 60
 
 
-def test_sweep_says_it_trains_constant_rates_when_a_schedule_is_declared(model_file, cli):
-    result = cli("sweep", model_file(SCHEDULED + "warmup_steps = 16\n"), "--steps", "5", "--points", "3", "--refine", "0")
+def test_sweep_and_confirm_say_they_train_constant_rates_when_a_schedule_is_declared(model_file, cli):
+    path = model_file(SCHEDULED + "warmup_steps = 16\n")
+    result = cli("sweep", path, "--steps", "5", "--points", "3", "--refine", "0")
     assert result.exit_code == 0, result.output
     assert "the declared schedule is not applied" in result.stderr
+    confirmed = cli("probe", path, "--confirm", "--steps", "5")
+    assert confirmed.exit_code == 0, confirmed.output
+    assert "--confirm trains at constant rates" in confirmed.stderr

@@ -248,6 +248,8 @@ def probe(
             result = run_probe(spec.model, spec.data, progress=update, on_run=on_run, **settings.probe_options())
         confirmation = None
         if confirm:
+            if settings.schedule() is not None:
+                typer.echo("note: --confirm trains at constant rates (the peak without its warmup or decay)", err=True)
             with _progress("confirming", quiet=as_json):
                 confirmation = run_confirm(spec.model, spec.data, result, steps=steps, **settings.confirm_options())
         converged = result.estimate.converged
