@@ -777,6 +777,20 @@ class WarmupOutcome:
 
 
 @dataclass(frozen=True)
+class LongerWarmupOutcome:
+    """``check`` at the largest grid peak that trained with the protocol's warmup, declared without one.
+
+    ``without`` trains that peak with no warmup; where it fails, ``lrphase.check(..., margin=0)`` may suggest a
+    longer warmup, and ``suggested`` trains the peak with it.
+    """
+
+    peak: float
+    without: Run
+    suggested_steps: int | None
+    suggested: Run | None
+
+
+@dataclass(frozen=True)
 class LrphaseOutcome:
     seconds: float
     error: str | None
@@ -865,6 +879,23 @@ def run_lrphase(task: Task, split: Split, seed: int) -> LrphaseOutcome:
                           _trained(task, split, seed, extrapolated.eta_recommended), warmup)
 
 
+def run_longer_warmup(task: Task, split: Split, seed: int, truth: GroundTruth) -> LongerWarmupOutcome | None:
+    """:class:`LongerWarmupOutcome` for the largest grid peak that trained with the protocol's warmup (None: none did)."""
+    trained = [r.rate for r in truth.runs if not r.failed]
+    if not trained:
+        return None
+    peak = max(trained)
+    without = train(task, split, seed, peak, 0)
+    if not without.failed:
+        return LongerWarmupOutcome(peak, without, None, None)
+    checked = lrphase.check(
+        task.model(seed), (split.x_train, split.y_train), lr=peak, loss=task.loss, optimizer=task.lrphase_optimizer(),
+        batch_size=BATCH, seed=seed, schedule=protocol_schedule(task, split, 0), margin=0.0,
+    )
+    steps = checked.suggested_warmup
+    return LongerWarmupOutcome(peak, without, steps, train(task, split, seed, peak, steps) if steps is not None else None)
+
+
 def valley_index(losses: np.ndarray) -> int:
     """The index fastai's ``valley`` suggests on a (smoothed) loss curve.
 
@@ -931,6 +962,7 @@ class SeedResult:
     step_seconds: float | None
     lrphase: LrphaseOutcome | None
     range_test: RangeTestOutcome | None
+    longer_warmup: LongerWarmupOutcome | None = None  # under a schedule: check's longer warmup at a failing peak
 
 
 def evaluate_task(
@@ -946,7 +978,8 @@ def evaluate_task(
         step = step_seconds(task, split, seed) if only != "grid" else None
         probe = run_lrphase(task, split, seed) if only in (None, "lrphase") else None
         finder = run_range_test(task, split, seed, *range_lrs) if only in (None, "rangetest") else None
-        results.append(SeedResult(truth, step, probe, finder))
+        longer = run_longer_warmup(task, split, seed, truth) if SCHEDULE != "constant" and only in (None, "lrphase") else None
+        results.append(SeedResult(truth, step, probe, finder, longer))
         if only != "grid":
             log(f"{task.name} seed {seed}: {_methods_text(task, results[-1])}")
     return results
@@ -1176,6 +1209,7 @@ def summarize(results: dict[str, list[SeedResult]]) -> dict[str, Any]:
         "total_cost_ratio_lrphase_over_range_test": _ratio(lrphase_total, range_total),
         "pairs_check_would_pass_a_failing_rate": check_passes_failing,
         "divisors_by_grid_lookup": divisors,
+        "longer_warmup": longer_warmup_summary(results),
         "warmup_advice": {
             "pairs": len(warmups),
             "recommended_peak_fails_without_warmup": len(without_fails),
@@ -1186,6 +1220,22 @@ def summarize(results: dict[str, list[SeedResult]]) -> dict[str, Any]:
             "advised_fails": sum(w.advised.run is not None and w.advised.run.failed for _, w, _ in warmups),
             "median_cost_steps": _median([_ratio(w.seconds, step) for _, w, step in warmups]),
         } if warmups else None,
+    }
+
+
+def longer_warmup_summary(results: dict[str, list[SeedResult]]) -> dict[str, Any] | None:
+    """Counts of :class:`LongerWarmupOutcome`: peaks failing without warmup, check's suggestions, how they trained."""
+    outcomes = [r.longer_warmup for seeds in results.values() for r in seeds if r.longer_warmup is not None]
+    if not outcomes:
+        return None
+    failing = [o for o in outcomes if o.without.failed]
+    suggested = [o for o in failing if o.suggested is not None]
+    return {
+        "pairs": len(outcomes),
+        "peak_fails_without_warmup": len(failing),
+        "check_suggests_a_warmup": len(suggested),
+        "suggested_warmup_trains": sum(not o.suggested.failed for o in suggested if o.suggested is not None),
+        "suggested_steps": [o.suggested_steps for o in failing],
     }
 
 
@@ -1251,6 +1301,13 @@ def summary_text(summary: dict[str, Any]) -> str:
                       f"peak on {warmup['no_warmup_recommended']}; the advised (peak, warmup) failed on "
                       f"{warmup['advised_fails']}. Recommended warmups (steps): {warmup['recommended_steps']}. "
                       f"Cost with warmup advice (median, training steps): {_fmt(warmup['median_cost_steps'], '.0f')}."]
+    longer = summary["longer_warmup"]
+    if longer is not None:
+        lines += ["", f"check's longer warmup ({longer['pairs']} pairs; the largest grid peak that trained with the "
+                      f"protocol's warmup, declared without one, margin 0): the peak fails without warmup on "
+                      f"{longer['peak_fails_without_warmup']}; check suggests a warmup on {longer['check_suggests_a_warmup']} "
+                      f"of those, and the peak trains with it on {longer['suggested_warmup_trains']}. Suggested "
+                      f"warmups (steps): {longer['suggested_steps']}."]
     ratio = summary["total_cost_ratio_lrphase_over_range_test"]
     if ratio is not None:
         lines.append("Total cost (sum over models of the median over seeds, in training steps): "
