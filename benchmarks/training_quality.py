@@ -67,8 +67,26 @@ and of the whole range test (model copy, loader, optimizer, LRFinder) divided by
 Grid runs are cached in ``--cache`` (default ``out/training_quality_grid.json``), keyed by
 protocol version, model, seed and rate, so a rerun that changes only lrphase retrains nothing.
 
+**Schedule protocol** (``--schedule warmup-cosine``; the default ``constant`` is everything above).
+Every training run — grid, range-test suggestions, lrphase — follows η_t = η·f(t) over the same
+T = epochs × batches per epoch steps: linear warmup from 0 over W = round(0.1 T) steps, f(t) = t/W,
+then cosine to 0 at step T, f(t) = (1 + cos(π (t − W)/(T − W)))/2 (``torch.optim.lr_scheduler.LambdaLR``
+stepped after every optimizer step), so every rate is a **peak** and the grid is a grid of peaks on the
+same lattices, cached under the key ``training-quality-3+warmup-cosine-0.1``. The range test itself is
+unchanged; its three suggestions are trained as peaks (fastai designed valley and min/10 for one-cycle).
+lrphase probes with ``schedule=lrphase.Schedule(warmup_steps=W, total_steps=T, decay="cosine")`` (timed:
+the cost column) and trains its ``eta_recommended`` with the schedule. Its **warmup advice** is a second,
+separately timed probe with ``warmup_advice=True``; the recommended peak is trained (a) with W = 0 (cosine
+from the peak) and (b) with W = ``advice.recommended_steps`` (then cosine to T), and the summary counts the
+pairs where (a) fails and, of those, where (b) trains. ``check`` is also tried at the largest grid peak that
+trained, declared without a warmup (its longer-warmup suggestion). For calibrating the divisor
+η_rec = η_max / D of a decaying schedule, the output gives per (model, seed) the grid's 99% window of peaks
+against η_max, and the tallies η_max / D would get for D = 2^(k/4), k = 0 … 20, scored by the grid run at the
+nearest grid peak (a grid lookup, not a trained run).
+
     python benchmarks/training_quality.py [--models digits_relu,...] [--seeds 3] [--skip-grid]
-        [--only grid|rangetest|lrphase] [--json out/training_quality.json]
+        [--only grid|rangetest|lrphase] [--schedule constant|warmup-cosine] [--cache PATH]
+        [--json out/training_quality.json]
 """
 
 from __future__ import annotations
@@ -774,6 +792,7 @@ class WarmupOutcome:
     edges: tuple[tuple[int, float | None], ...]  # (warmup steps, measured edge)
     without: Suggestion  # the recommended peak, cosine from step 0 (no warmup)
     advised: Suggestion  # the recommended peak with the recommended warmup (None: no warmup was recommended)
+    error: str | None = None  # the probe with warmup advice raised this (nothing trained)
 
 
 @dataclass(frozen=True)
@@ -838,13 +857,19 @@ def _trained(task: Task, split: Split, seed: int, rate: float | None, warmup: in
 def run_warmup_advice(task: Task, split: Split, seed: int, schedule: Any) -> WarmupOutcome:
     """The probe with warmup advice (timed), and its recommended peak trained with no warmup and with the advised one."""
     started = time.perf_counter()
-    result = lrphase.probe(
-        task.model(seed), (split.x_train, split.y_train), loss=task.loss, optimizer=task.lrphase_optimizer(),
-        batch_size=BATCH, seed=seed, schedule=schedule, warmup_advice=True,
-    )
+    try:
+        result = lrphase.probe(
+            task.model(seed), (split.x_train, split.y_train), loss=task.loss, optimizer=task.lrphase_optimizer(),
+            batch_size=BATCH, seed=seed, schedule=schedule, warmup_advice=True,
+        )
+        advice = result.advice.warmup
+        if advice is None:
+            raise RuntimeError("probe(..., warmup_advice=True) gave no warmup advice")
+    except Exception as exc:  # noqa: BLE001 - as in run_lrphase: a failing probe is a result to report
+        first_line = (str(exc).strip().splitlines() or [""])[0]
+        none = Suggestion(None, None)
+        return WarmupOutcome(time.perf_counter() - started, None, (), none, none, f"{type(exc).__name__}: {first_line}")
     seconds = time.perf_counter() - started
-    advice = result.advice.warmup
-    assert advice is not None
     peak, steps = result.eta_recommended, advice.recommended_steps
     without = _trained(task, split, seed, peak, 0)
     advised = _trained(task, split, seed, peak, steps) if steps is not None else Suggestion(peak, None)
@@ -1026,7 +1051,9 @@ def _methods_text(task: Task, result: SeedResult) -> str:
         parts.append(f"lrphase error {probe.error}" if probe.error else
                      f"lrphase η={_rate(probe.recommended.rate)} → {_fraction_text(task, probe.recommended, best)}, "
                      f"η_max={_rate(probe.eta_max)}")
-        if probe.warmup is not None:
+        if probe.warmup is not None and probe.warmup.error:
+            parts.append(f"warmup advice error {probe.warmup.error}")
+        elif probe.warmup is not None:
             w = probe.warmup
             parts.append(f"warmup advice {w.recommended_steps} steps: without → "
                          f"{_fraction_text(task, w.without, best)}, advised → {_fraction_text(task, w.advised, best)}")
@@ -1047,6 +1074,7 @@ def _ratio(numerator: float | None, denominator: float | None) -> float | None:
 PROBE_COLUMNS = ("lrphase η_rec", "lrphase score", "η_max", "η_max / first failing", "cost lrphase (steps)")
 RANGE_COLUMNS = ("steepest η", "steepest score", "min/10 η", "min/10 score", "valley η", "valley score",
                  "cost range test (steps)")
+WARMUP_COLUMNS = ("advised warmup (steps)", "η_rec, W = 0", "η_rec, advised warmup", "cost warmup advice (steps)")
 
 
 def _probe_cells(task: Task, r: SeedResult) -> list[str]:
@@ -1058,6 +1086,20 @@ def _probe_cells(task: Task, r: SeedResult) -> list[str]:
     ratio = _ratio(probe.eta_max, r.truth.first_failing_rate)
     return [_rate(probe.recommended.rate), _fraction_text(task, probe.recommended, r.truth.best_score),
             _rate(probe.eta_max), _fmt(ratio, ".3g"), cost]
+
+
+def _warmup_cells(task: Task, r: SeedResult) -> list[str]:
+    """Under a schedule: the advised warmup, the scores of lrphase's peak without warmup and with it, the cost."""
+    w = r.lrphase.warmup if r.lrphase is not None else None
+    if w is None:
+        return ["", "", "", ""]
+    cost = _fmt(_ratio(w.seconds, r.step_seconds), ".0f")
+    if w.error:
+        return [f"error: {w.error}", "", "", cost]
+    best = r.truth.best_score
+    steps = "none trains" if w.recommended_steps is None else str(w.recommended_steps)
+    advised = _fraction_text(task, w.advised, best) if w.advised.run is not None else "—"
+    return [steps, _fraction_text(task, w.without, best), advised, cost]
 
 
 def _range_cells(task: Task, r: SeedResult) -> list[str]:
@@ -1073,9 +1115,11 @@ def model_table(task: Task, results: list[SeedResult]) -> str:
     """One row per seed: the grid's best and first failing rates, then each method that was run."""
     with_probe = all(r.lrphase is not None for r in results)
     with_range = all(r.range_test is not None for r in results)
+    with_warmup = with_probe and SCHEDULE != "constant"
     unit = _unit(task)
     columns = ["seed", f"grid-best η ({unit})", "first failing η",
-               *(PROBE_COLUMNS if with_probe else ()), *(RANGE_COLUMNS if with_range else ())]
+               *(PROBE_COLUMNS if with_probe else ()), *(RANGE_COLUMNS if with_range else ()),
+               *(WARMUP_COLUMNS if with_warmup else ())]
     lines = [f"### {task.name}: {task.description}; {task.loss}, {task.optimizer_text}, {task.epochs} epochs", "",
              "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for r in results:
@@ -1083,6 +1127,7 @@ def model_table(task: Task, results: list[SeedResult]) -> str:
                  _rate(r.truth.first_failing_rate)]
         cells += _probe_cells(task, r) if with_probe else []
         cells += _range_cells(task, r) if with_range else []
+        cells += _warmup_cells(task, r) if with_warmup else []
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -1145,6 +1190,72 @@ def calibration_table(results: dict[str, list[SeedResult]]) -> str:
     return "\n".join(lines)
 
 
+def _finite(value: float | None) -> float | None:
+    return value if value is not None and math.isfinite(value) else None
+
+
+def peak_calibration(results: dict[str, list[SeedResult]]) -> dict[str, Any]:
+    """Under a schedule, per (model, seed): the grid's peaks (best, 99% window, first failing) against lrphase's η_max.
+
+    η_max/D lies in the 99% window exactly when η_max/(window top) ≤ D ≤ η_max/(window bottom), so per optimizer
+    family the divisors that fit every pair's window are [max of the first, min of the second] (empty where the
+    bounds cross). Grid resolution: the window's ends are lattice rates, a factor √2 apart.
+    """
+    pairs = []
+    for name, seeds in results.items():
+        task = TASKS[name]
+        for r in seeds:
+            t = r.truth
+            probe = r.lrphase if r.lrphase is not None and r.lrphase.error is None else None
+            eta_max = probe.eta_max if probe is not None else None
+            bottom, top = _finite(t.window[0]), _finite(t.window[1])
+            pairs.append({
+                "model": name, "family": "sgd" if task.is_sgd else "adaptive", "seed": t.seed,
+                "best_peak": t.best_rate, "window": [bottom, top], "first_failing_peak": t.first_failing_rate,
+                "eta_max": eta_max, "eta_recommended": probe.recommended.rate if probe is not None else None,
+                "eta_max_over_best": _ratio(eta_max, t.best_rate),
+                "eta_max_over_window_top": _ratio(eta_max, top),
+                "eta_max_over_window_bottom": _ratio(eta_max, bottom),
+                "eta_max_over_first_failing": _ratio(eta_max, t.first_failing_rate),
+                "eta_max_over_eta_recommended": _ratio(eta_max, probe.recommended.rate if probe is not None else None),
+            })
+    families = {}
+    for family in ("sgd", "adaptive"):
+        rows = [p for p in pairs if p["family"] == family and p["eta_max_over_window_top"] is not None
+                and p["eta_max_over_window_bottom"] is not None]
+        if rows:
+            families[family] = {
+                "pairs": len(rows),
+                "divisors_fitting_every_window": [max(p["eta_max_over_window_top"] for p in rows),
+                                                  min(p["eta_max_over_window_bottom"] for p in rows)],
+                "median_eta_max_over_best": statistics.median(p["eta_max_over_best"] for p in rows),
+            }
+    return {"pairs": pairs, "families": families}
+
+
+def peak_calibration_text(calibration: dict[str, Any]) -> str:
+    """:func:`peak_calibration` as a table, one row per (model, seed), and the divisors that fit every window."""
+    header = ("| model | seed | grid-best peak | 99% window (peaks) | first failing peak | lrphase η_max | "
+              "η_max / best | η_max / window top | η_max / window bottom | η_max / first failing | η_max / η_rec |")
+    lines = [header, "|" + "---|" * (header.count("|") - 1)]
+    for p in calibration["pairs"]:
+        bottom, top = p["window"]
+        cells = [p["model"], str(p["seed"]), _rate(p["best_peak"]), f"{_rate(bottom)} … {_rate(top)}",
+                 _rate(p["first_failing_peak"]), _rate(p["eta_max"]),
+                 *(_fmt(p[k], ".3g") for k in ("eta_max_over_best", "eta_max_over_window_top",
+                                               "eta_max_over_window_bottom", "eta_max_over_first_failing",
+                                               "eta_max_over_eta_recommended"))]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "η_max/D lies in a pair's 99% window iff η_max/(window top) ≤ D ≤ η_max/(window bottom) (window ends "
+                  "are grid peaks, √2 apart)."]
+    for family, f in calibration["families"].items():
+        low, high = f["divisors_fitting_every_window"]
+        fits = f"{low:.3g} … {high:.3g}" if low <= high else f"none (the bounds cross: {low:.3g} > {high:.3g})"
+        lines.append(f"{family} ({f['pairs']} pairs with η_max and a window): D fitting every window: {fits}; "
+                     f"median η_max / grid-best peak {f['median_eta_max_over_best']:.3g}.")
+    return "\n".join(lines)
+
+
 @dataclass(frozen=True)
 class Tally:
     """Counts over (model, seed) pairs for one method."""
@@ -1168,6 +1279,8 @@ class Tally:
 def summarize(results: dict[str, list[SeedResult]]) -> dict[str, Any]:
     tallies = {"lrphase": Tally(), "lrphase --no-measure": Tally(), "steepest": Tally(), "min/10": Tally(),
                "valley": Tally()}
+    if SCHEDULE != "constant":  # lrphase's peak trained with no warmup, and with the warmup its advice recommends
+        tallies |= {WITHOUT_WARMUP: Tally(), ADVISED_WARMUP: Tally()}
     ratios: dict[str, list[float]] = {}
     check_passes_failing = 0  # pairs where η_max/(1 + margin) ≥ the first failing rate: check passes a failing rate
     costs: dict[str, tuple[float | None, float | None]] = {}
@@ -1178,6 +1291,9 @@ def summarize(results: dict[str, list[SeedResult]]) -> dict[str, Any]:
             if r.lrphase is not None:
                 tallies["lrphase"] = tallies["lrphase"].add(task, r.lrphase.recommended, best)
                 tallies["lrphase --no-measure"] = tallies["lrphase --no-measure"].add(task, r.lrphase.extrapolated, best)
+                if r.lrphase.warmup is not None:
+                    tallies[WITHOUT_WARMUP] = tallies[WITHOUT_WARMUP].add(task, r.lrphase.warmup.without, best)
+                    tallies[ADVISED_WARMUP] = tallies[ADVISED_WARMUP].add(task, r.lrphase.warmup.advised, best)
                 ratio = _ratio(r.lrphase.eta_max, r.truth.first_failing_rate)
                 if ratio is not None:
                     ratios.setdefault(name, []).append(ratio)
@@ -1194,11 +1310,12 @@ def summarize(results: dict[str, list[SeedResult]]) -> dict[str, Any]:
     warmups = [(TASKS[name], r.lrphase.warmup, r.step_seconds) for name, seeds in results.items() for r in seeds
                if r.lrphase is not None and r.lrphase.warmup is not None]
     without_fails = [w for _, w, _ in warmups if w.without.run is not None and w.without.run.failed]
+    advised_runs = [w.advised.run for _, w, _ in warmups if w.advised.run is not None]
     within = {name: ETA_MAX_TOLERANCE ** -1 <= statistics.median(v) <= ETA_MAX_TOLERANCE for name, v in ratios.items()}
     pairs_within = sum(ETA_MAX_TOLERANCE ** -1 <= x <= ETA_MAX_TOLERANCE for v in ratios.values() for x in v)
     lrphase_total = sum(c[0] for c in costs.values() if c[0] is not None and c[1] is not None)
     range_total = sum(c[1] for c in costs.values() if c[0] is not None and c[1] is not None)
-    return {
+    summary = {
         "tallies": {name: asdict(t) for name, t in tallies.items()},
         "eta_max_over_first_failing_median": {name: statistics.median(v) for name, v in ratios.items()},
         "models_eta_max_within_1_5x": sum(within.values()),
@@ -1215,12 +1332,21 @@ def summarize(results: dict[str, list[SeedResult]]) -> dict[str, Any]:
             "recommended_peak_fails_without_warmup": len(without_fails),
             "of_those_trains_with_recommended_warmup": sum(
                 w.advised.run is not None and not w.advised.run.failed for w in without_fails),
-            "no_warmup_recommended": sum(w.recommended_steps is None for _, w, _ in warmups),
+            "no_warmup_recommended": sum(w.recommended_steps is None and w.error is None for _, w, _ in warmups),
+            "errors": sum(w.error is not None for _, w, _ in warmups),
             "recommended_steps": [w.recommended_steps for _, w, _ in warmups],
-            "advised_fails": sum(w.advised.run is not None and w.advised.run.failed for _, w, _ in warmups),
+            "advised_fails": sum(run.failed for run in advised_runs),
+            "advised_trained": len(advised_runs),
             "median_cost_steps": _median([_ratio(w.seconds, step) for _, w, step in warmups]),
         } if warmups else None,
     }
+    if SCHEDULE != "constant":
+        summary["peak_calibration"] = peak_calibration(results)
+    return summary
+
+
+WITHOUT_WARMUP = "lrphase η_rec, W = 0"  # tally names under a schedule
+ADVISED_WARMUP = "lrphase η_rec, advised warmup"
 
 
 def longer_warmup_summary(results: dict[str, list[SeedResult]]) -> dict[str, Any] | None:
@@ -1245,7 +1371,7 @@ def check_margin() -> float:
 
 
 def divisor_tallies(results: dict[str, list[SeedResult]]) -> dict[str, dict[str, Any]]:
-    """For D = 2^(k/4), k = 0 … 12: the tallies η_max/D would get, scored by the grid run at the nearest grid rate.
+    """For D = 2^(k/4), k = 0 … 20: the tallies η_max/D would get, scored by the grid run at the nearest grid rate.
 
     A grid-lookup estimate for calibrating the divisor, not a trained run: SGD and adaptive tasks apart.
     """
@@ -1295,11 +1421,16 @@ def summary_text(summary: dict[str, Any]) -> str:
                   ", ".join(f"{d}: {t['at_99']}·{t['at_95']}·{t['failed']}/{t['pairs']}" for d, t in rows.items())]
     warmup = summary["warmup_advice"]
     if warmup is not None:
-        lines += ["", f"Warmup advice ({warmup['pairs']} pairs): the recommended peak fails without warmup on "
-                      f"{warmup['recommended_peak_fails_without_warmup']}, and the recommended warmup trains it on "
-                      f"{warmup['of_those_trains_with_recommended_warmup']} of those; no measured warmup trained the "
-                      f"peak on {warmup['no_warmup_recommended']}; the advised (peak, warmup) failed on "
-                      f"{warmup['advised_fails']}. Recommended warmups (steps): {warmup['recommended_steps']}. "
+        failing = warmup["recommended_peak_fails_without_warmup"]
+        errors = f"; the probe with warmup advice raised on {warmup['errors']}" if warmup["errors"] else ""
+        lines += ["", f"Warmup advice ({warmup['pairs']} pairs) — no-warmup fails: {failing}; recommended warmup "
+                      f"trains: {warmup['of_those_trains_with_recommended_warmup']} of {failing}. (The recommended "
+                      "peak trained with W = 0, cosine from step 0, and with W = the advised warmup, then cosine "
+                      "to the end: the rows "
+                      f"\"{WITHOUT_WARMUP}\" and \"{ADVISED_WARMUP}\" above, where \"no rate\" is a pair with no "
+                      f"advised warmup.) No measured warmup trained the peak on {warmup['no_warmup_recommended']}"
+                      f"{errors}; the advised (peak, warmup) failed on {warmup['advised_fails']} of "
+                      f"{warmup['advised_trained']}. Recommended warmups (steps): {warmup['recommended_steps']}. "
                       f"Cost with warmup advice (median, training steps): {_fmt(warmup['median_cost_steps'], '.0f')}."]
     longer = summary["longer_warmup"]
     if longer is not None:
@@ -1423,6 +1554,9 @@ def main(argv: list[str] | None = None) -> None:
         print(summary_text(summary) + "\n")
     print("## Rates in units of 1/λ₀ (means over seeds)\n")
     print(calibration_table(results))
+    if SCHEDULE != "constant":
+        print("\n## Peaks against lrphase's η_max, per (model, seed)\n")
+        print(peak_calibration_text(summary.get("peak_calibration") or peak_calibration(results)))
     write_json(args.json, results, summary, args, cache.trained_seconds)
     log(f"wrote {args.json}")
 
